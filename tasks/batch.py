@@ -1,0 +1,84 @@
+"""A batch of articles and the machinery that runs one stage over it on every core."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+
+from tasks.schema import Article, Reject, RejectedArticle
+from tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+StageFunction = Callable[[Article, Settings], Article]
+
+
+class Batch:
+    """The articles and rejects of one batch of objects, passed from task to task.
+
+    Not a dataclass: Prefect walks dataclass, list and dict task parameters element by
+    element (seconds for a few thousand articles); a plain object passes as one reference.
+    """
+
+    def __init__(self, batch_id: str, articles: list[Article], rejects: list[Reject]) -> None:
+        self.batch_id = batch_id
+        self.articles = articles
+        self.rejects = rejects
+
+    def __repr__(self) -> str:
+        return f"Batch({self.batch_id}, {len(self.articles)} articles, {len(self.rejects)} rejects)"
+
+
+def _apply(stage: str, function: StageFunction, settings: Settings, article: Article) -> Article | Reject:
+    """Run one stage on one article; bad input becomes a Reject instead of an exception."""
+    try:
+        return function(article, settings)
+    except RejectedArticle as rejected:
+        reason = rejected.reason
+    except Exception as error:  # a parser choking on hostile input must not sink the batch
+        reason = f"{stage} failed on this input: {type(error).__name__}: {error}"[:500]
+    return Reject(
+        object_key=article.object_key,
+        object_etag=article.object_etag,
+        stage=stage,
+        reason=reason,
+        line_number=article.line_number,
+    )
+
+
+def run_stage(
+    batch: Batch,
+    stage: str,
+    function: StageFunction,
+    settings: Settings,
+    pool: Executor | None,
+) -> Batch:
+    """Apply `function` to every article of the batch, in the pool's processes when given."""
+    apply = partial(_apply, stage, function, settings)
+    if pool is None or len(batch.articles) < 2:
+        results = list(map(apply, batch.articles))
+    else:
+        chunksize = max(1, len(batch.articles) // (settings.workers * 4))
+        results = list(pool.map(apply, batch.articles, chunksize=chunksize))
+    articles = [r for r in results if isinstance(r, Article)]
+    rejects = [r for r in results if isinstance(r, Reject)]
+    return Batch(batch.batch_id, articles, batch.rejects + rejects)
+
+
+@contextmanager
+def stage_pool(settings: Settings) -> Iterator[Executor | None]:
+    """Worker processes for the CPU-bound stages (langdetect, lxml and spaCy hold the GIL).
+
+    Spawned, not forked: the flow process runs Prefect's threads, and forking a process
+    with threads can deadlock the child.
+    """
+    if settings.workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
+        yield pool

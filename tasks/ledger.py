@@ -1,0 +1,227 @@
+"""The ledger: which object versions are already in the lake, stored beside the output.
+
+`<output>/_ledger/<batch_id>.parquet` holds one row per object committed by that batch
+(key, ETag, the files its rows went to). Writing that file is a batch's commit point:
+see `tasks/write.py` for the protocol. Because the ledger lives with the data, a rerun on
+a new machine, with a new Prefect database, still knows what is done.
+
+`<output>/_lease.json` is held by the one run allowed to write at a time, so a scheduled
+sweep and an event-triggered run can overlap without claiming the same objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
+
+from tasks.schema import LEDGER_SCHEMA
+from tasks.settings import Settings
+from tasks.storage import OutputRoot, s3_client, write_atomically
+
+LEDGER_DIR = "_ledger"
+LEASE_FILE = "_lease.json"
+
+
+def _read_ledger_files(root: OutputRoot) -> pa.Table:
+    selector = pafs.FileSelector(root.path(LEDGER_DIR), allow_not_found=True)
+    paths = sorted(
+        info.path
+        for info in root.filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+    )
+    if not paths:
+        return LEDGER_SCHEMA.empty_table()
+    tables = [pq.read_table(path, filesystem=root.filesystem, schema=LEDGER_SCHEMA) for path in paths]
+    return pa.concat_tables(tables)
+
+
+def current_versions(ledger: pa.Table) -> pa.Table:
+    """The newest committed row per object key: what the lake holds for it now."""
+    if ledger.num_rows == 0:
+        return ledger
+    ordered = ledger.sort_by([("object_key", "ascending"), ("committed_at", "descending")])
+    keys = ordered.column("object_key").combine_chunks()
+    first_of_key = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+    keep = pa.concat_arrays([pa.array([True]), first_of_key])
+    return ordered.filter(keep)
+
+
+def sorted_fingerprints(table: pa.Table) -> np.ndarray:
+    column = table.column("object_fingerprint").combine_chunks()
+    if len(column) == 0:
+        return np.empty(0, dtype="S16")
+    values = np.frombuffer(column.buffers()[1], dtype="S16", count=len(column), offset=column.offset)
+    return np.sort(values)
+
+
+class Ledger:
+    """All committed ledger rows of one output root, and the questions a run asks of them."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        # Sorted 16-byte fingerprints of each key's current version: binary search answers
+        # "which listed objects are new" at O(log n) each, with 16 bytes per recorded object.
+        self._current = sorted_fingerprints(current_versions(table))
+        self._batches = set(table.column("batch_id").to_pylist())
+
+    @classmethod
+    def load(cls, root: OutputRoot) -> Ledger:
+        return cls(_read_ledger_files(root))
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def is_committed(self, batch_id: str) -> bool:
+        return batch_id in self._batches
+
+    def contains(self, fingerprints: list[bytes]) -> np.ndarray:
+        """For each fingerprint: is that exact object version already in the lake?"""
+        probe = np.array(fingerprints, dtype="S16")
+        if len(self._current) == 0 or len(probe) == 0:
+            return np.zeros(len(probe), dtype=bool)
+        positions = np.minimum(np.searchsorted(self._current, probe), len(self._current) - 1)
+        return self._current[positions] == probe
+
+    def superseded_paths(self, batch_id: str) -> dict[str, set[str]]:
+        """Files holding earlier rows of the objects this batch committed: path -> keys."""
+        mine = self.table.filter(pc.equal(self.table.column("batch_id"), batch_id))
+        keys = pc.unique(mine.column("object_key").combine_chunks())
+        older = self.table.filter(
+            pc.and_(
+                pc.is_in(self.table.column("object_key"), value_set=keys),
+                pc.not_equal(self.table.column("batch_id"), batch_id),
+            )
+        )
+        found: dict[str, set[str]] = {}
+        for key, paths in zip(older.column("object_key").to_pylist(), older.column("paths").to_pylist(), strict=True):
+            for path in paths or []:
+                found.setdefault(path, set()).add(key)
+        return found
+
+    def record(self, rows: pa.Table) -> None:
+        """Add rows this run committed. The fingerprint index is left as loaded: a run lists
+        each key once, so its own commits never need to be looked up as 'already done'."""
+        self.table = pa.concat_tables([self.table, rows])
+        self._batches.update(rows.column("batch_id").to_pylist())
+
+
+class LeaseUnavailable(RuntimeError):
+    """Another run holds the output's lease for longer than this run is willing to wait."""
+
+
+@dataclass(slots=True)
+class Lease:
+    """Exclusive right to write to one output root, renewed by its holder as it works.
+
+    Created with a conditional write (S3 `If-None-Match: *`, or O_EXCL locally), so two
+    runs can never both believe they hold it. A holder that dies stops renewing; the lease
+    expires after `lease_seconds` and the next run takes it over and recovers.
+    """
+
+    root: OutputRoot
+    settings: Settings
+    owner: str
+
+    def _body(self) -> bytes:
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.lease_seconds)
+        return json.dumps(
+            {"owner": self.owner, "host": socket.gethostname(), "expires_at": expires.isoformat()}
+        ).encode()
+
+    def _try_create(self) -> bool:
+        if self.root.s3 is not None:
+            try:
+                self._s3().put_object(
+                    Bucket=self.root.s3.bucket, Key=self._s3_key(), Body=self._body(), IfNoneMatch="*"
+                )
+                return True
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                    return False
+                raise
+        # Write a private file, then hard-link it into place: link() fails if the lease
+        # exists, and a crash can never leave a half-written lease behind.
+        path = self.root.path(LEASE_FILE)
+        private = f"{path}.{self.owner}.tmp"
+        with open(private, "wb") as handle:
+            handle.write(self._body())
+        try:
+            os.link(private, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(private)
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            with self.root.filesystem.open_input_stream(self.root.path(LEASE_FILE)) as stream:
+                return json.loads(stream.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError):
+            return None  # being replaced this instant: look again
+
+    def _delete(self) -> None:
+        try:
+            self.root.filesystem.delete_file(self.root.path(LEASE_FILE))
+        except FileNotFoundError:
+            pass
+
+    def _s3(self) -> Any:
+        return s3_client(self.settings)
+
+    def _s3_key(self) -> str:
+        assert self.root.s3 is not None
+        return f"{self.root.s3.prefix}{LEASE_FILE}"
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.settings.lease_wait_seconds
+        while not self._try_create():
+            holder = self._read()
+            if holder is not None and datetime.fromisoformat(holder["expires_at"]) < datetime.now(UTC):
+                self._delete()  # its holder died; the next _try_create races fairly for it
+                continue
+            if time.monotonic() > deadline:
+                raise LeaseUnavailable(
+                    f"{self.root.uri} is being written by run {holder and holder.get('owner')!r}; "
+                    f"waited {self.settings.lease_wait_seconds}s (NEWSFLOW_LEASE_WAIT_SECONDS)"
+                )
+            time.sleep(1.0)
+
+    def renew(self) -> None:
+        """Push the expiry forward; fails loudly if another run took the lease over."""
+        holder = self._read()
+        if holder is None or holder.get("owner") != self.owner:
+            raise LeaseUnavailable(f"lost the lease on {self.root.uri} to {holder and holder.get('owner')!r}")
+        write_atomically(self.root, self.root.path(LEASE_FILE), self._body())
+
+    def release(self) -> None:
+        holder = self._read()
+        if holder is not None and holder.get("owner") == self.owner:
+            self._delete()
+
+
+@contextmanager
+def hold_lease(root: OutputRoot, settings: Settings, owner: str | None = None) -> Iterator[Lease]:
+    lease = Lease(root, settings, owner or uuid.uuid4().hex)
+    lease.acquire()
+    try:
+        yield lease
+    finally:
+        lease.release()

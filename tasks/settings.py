@@ -1,0 +1,61 @@
+"""All of newsflow's knobs in one object, read from `NEWSFLOW_*` environment variables.
+
+Flows take the few parameters a person changes per run (input, output, keys); everything
+else comes from here so that a deployment, a test and a benchmark configure it one way.
+S3 endpoint, credentials and region are deliberately *not* here: they come from boto3's
+standard chain (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, profiles, instance roles...).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Pipeline settings; every field can be set as `NEWSFLOW_<FIELD_NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    batch_size: int = Field(
+        200, ge=1, description="Objects per batch: one run of each stage task per batch."
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Processes for the CPU-bound stages; 1 runs them in the flow's process.",
+    )
+    fetch_concurrency: int = Field(16, ge=1, description="Parallel S3 downloads per batch.")
+    max_object_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Objects larger than this (stored size) are rejected."
+    )
+    max_decoded_bytes: int = Field(
+        50 * 1024 * 1024,
+        ge=1,
+        description="Bound on decompressed size: a gzip that inflates past it is a bomb.",
+    )
+    max_json_depth: int = Field(32, ge=2, description="JSON nested deeper than this is rejected.")
+    min_text_chars: int = Field(
+        80, ge=1, description="Cleaned text shorter than this is rejected as 'no article text'."
+    )
+    entity_max_chars: int = Field(
+        4000,
+        ge=0,
+        description="Named entities are found in the first N characters (title + lead): the "
+        "NER model is the most expensive step and news names its actors early.",
+    )
+    keyword_count: int = Field(10, ge=0, description="Keywords kept per article.")
+    words_per_minute: int = Field(230, ge=1, description="Reading speed for reading_minutes.")
+    lease_seconds: int = Field(
+        300, ge=10, description="A run's lease on the output expires this long after its last renewal."
+    )
+    lease_wait_seconds: int = Field(
+        900, ge=0, description="How long a run waits for another run's lease before failing."
+    )
+    s3_max_attempts: int = Field(8, ge=1, description="boto3 retry attempts (adaptive mode).")
+    task_runner_address: str | None = Field(
+        None,
+        description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",
+    )

@@ -1,0 +1,153 @@
+"""The commit protocol and the ledger: replace, recover, lease; locally and on the S3 server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+import tasks.write as write_module
+from tasks.batch import Batch
+from tasks.fetch import ObjectRef, batch_id_for
+from tasks.ledger import LEASE_FILE, Lease, LeaseUnavailable, Ledger, hold_lease
+from tasks.schema import Article, Reject
+from tasks.settings import Settings
+from tasks.storage import OutputRoot
+from tasks.write import recover_output, write_batch_files
+
+MODIFIED = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def make_batch(*versions: tuple[str, str, str]) -> tuple[Batch, list[ObjectRef]]:
+    """(key, etag, text) per object; a text starting with 'REJECT' becomes a reject."""
+    refs = [ObjectRef(key, etag, len(text), MODIFIED) for key, etag, text in versions]
+    articles, rejects = [], []
+    for key, etag, text in versions:
+        if text.startswith("REJECT"):
+            rejects.append(Reject(key, etag, "clean", text))
+        else:
+            source = key.split("/")[1]
+            articles.append(Article(key, etag, source, MODIFIED, "text", text, text=text, title=text))
+    return Batch(batch_id_for(refs), articles, rejects), refs
+
+
+def commit(root: OutputRoot, *versions: tuple[str, str, str]) -> None:
+    batch, refs = make_batch(*versions)
+    write_batch_files(root, batch, refs, Ledger.load(root))
+
+
+def staged_files(root: OutputRoot) -> list[str]:
+    selector = pafs.FileSelector(root.path("_staging"), recursive=True, allow_not_found=True)
+    return [info.path for info in root.filesystem.get_file_info(selector)]
+
+
+def rows(root: OutputRoot) -> dict[str, str]:
+    """object_key -> text of every visible article row, failing on any duplicate key."""
+    dataset = ds.dataset(
+        root.path("articles"), filesystem=root.filesystem, format="parquet", partitioning="hive"
+    )
+    table = dataset.to_table(columns=["object_key", "text"])
+    keys = table.column("object_key").to_pylist()
+    assert len(keys) == len(set(keys)), f"duplicate rows: {sorted(keys)}"
+    return dict(zip(keys, table.column("text").to_pylist(), strict=True))
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> OutputRoot:
+    if request.param == "local":
+        return OutputRoot.open(str(tmp_path / "lake"), Settings())
+    bucket = request.getfixturevalue("bucket")
+    return OutputRoot.open(f"s3://{bucket}/lake", Settings())
+
+
+def test_batch_writes_hive_partitions_and_a_ledger(root: OutputRoot) -> None:
+    commit(root, ("in/a/1.txt", "e1", "one"), ("in/b/2.txt", "e2", "two"), ("in/b/3.txt", "e3", "REJECT bad"))
+    assert rows(root) == {"in/a/1.txt": "one", "in/b/2.txt": "two"}
+    ledger = Ledger.load(root)
+    assert len(ledger) == 3
+    fingerprints = [ObjectRef(k, e, 0, MODIFIED).fingerprint for k, e in [("in/a/1.txt", "e1"), ("in/a/1.txt", "e9")]]
+    assert ledger.contains(fingerprints).tolist() == [True, False]
+    assert staged_files(root) == []
+
+
+def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) -> None:
+    commit(root, ("in/a/1.txt", "e1", "first version"), ("in/a/2.txt", "e2", "kept"))
+    commit(root, ("in/a/1.txt", "e1b", "second version"))
+    assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
+    commit(root, ("in/a/1.txt", "e1c", "REJECT now broken"))
+    assert rows(root) == {"in/a/2.txt": "kept"}
+    rejects = ds.dataset(root.path("rejects"), filesystem=root.filesystem).to_table().to_pylist()
+    assert [(r["object_key"], r["reason"]) for r in rejects] == [("in/a/1.txt", "REJECT now broken")]
+    ledger = Ledger.load(root)
+    assert len(ledger) == 2  # current versions
+    assert ledger.contains([ObjectRef("in/a/1.txt", "e1c", 0, MODIFIED).fingerprint]).tolist() == [True]
+
+
+def test_crash_before_commit_is_discarded_and_redone(root: OutputRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(root, ("in/a/1.txt", "e1", "one"))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed while committing")
+
+    monkeypatch.setattr(write_module, "_ledger_rows", crash)
+    with pytest.raises(SystemExit):
+        commit(root, ("in/a/2.txt", "e2", "two"))
+    monkeypatch.undo()
+    assert rows(root) == {"in/a/1.txt": "one"}  # staged files are invisible
+    ledger = Ledger.load(root)
+    assert recover_output(root, ledger) != []
+    assert not ledger.contains([ObjectRef("in/a/2.txt", "e2", 0, MODIFIED).fingerprint]).any()
+    commit(root, ("in/a/2.txt", "e2", "two"), ("in/a/3.txt", "e3", "three"))
+    assert rows(root) == {"in/a/1.txt": "one", "in/a/2.txt": "two", "in/a/3.txt": "three"}
+
+
+def test_crash_after_commit_is_published_by_recovery(root: OutputRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(root, ("in/a/1.txt", "e1", "old"))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed while publishing")
+
+    monkeypatch.setattr(write_module, "publish_batch", crash)
+    with pytest.raises(SystemExit):
+        commit(root, ("in/a/1.txt", "e2", "new"), ("in/a/2.txt", "e3", "other"))
+    monkeypatch.undo()
+    assert rows(root) == {"in/a/1.txt": "old"}
+    ledger = Ledger.load(root)
+    assert len(recover_output(root, ledger)) == 1
+    assert rows(root) == {"in/a/1.txt": "new", "in/a/2.txt": "other"}
+    assert recover_output(root, Ledger.load(root)) == []
+
+
+def test_duckdb_reads_the_local_lake_with_partitions(tmp_path: Path) -> None:
+    root = OutputRoot.open(str(tmp_path / "lake"), Settings())
+    commit(root, ("in/a/1.txt", "e1", "one"), ("in/b/2.txt", "e2", "two"))
+    commit(root, ("in/a/1.txt", "e1b", "uno"))
+    result = duckdb.sql(
+        f"SELECT source, CAST(date AS VARCHAR), text FROM read_parquet('{root.base}/articles/**/*.parquet', "
+        "hive_partitioning = true) ORDER BY source"
+    ).fetchall()
+    assert result == [("a", "2026-11-01", "uno"), ("b", "2026-11-01", "two")]
+
+
+def test_lease_is_exclusive_and_expires(root: OutputRoot) -> None:
+    settings = Settings(lease_wait_seconds=0, lease_seconds=60)
+    with hold_lease(root, settings, owner="first") as lease:
+        with pytest.raises(LeaseUnavailable), hold_lease(root, settings, owner="second"):
+            pass
+        lease.renew()
+    with hold_lease(root, settings, owner="third"):
+        pass
+
+    stale = {"owner": "dead", "expires_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    with root.filesystem.open_output_stream(root.path(LEASE_FILE)) as stream:
+        stream.write(json.dumps(stale).encode())
+    taker = Lease(root, settings, "taker")
+    taker.acquire()
+    with pytest.raises(LeaseUnavailable):
+        Lease(root, settings, "dead").renew()
+    taker.release()
