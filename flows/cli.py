@@ -40,7 +40,10 @@ def command_run(args: argparse.Namespace) -> int:
     from flows.ingest import ingest_articles
 
     summary = ingest_articles(
-        input_uri=args.input, output_uri=args.output, keys=args.key or None, reprocess=args.reprocess
+        input_uri=args.input,
+        output_uri=args.output,
+        keys=args.key or None,
+        reprocess=args.reprocess,
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -63,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="process the new objects under an S3 prefix once")
     run.add_argument("--input", required=True, help="s3://BUCKET/PREFIX holding the raw articles")
-    run.add_argument("--output", required=True, help="lake root: a local path or s3://BUCKET/PREFIX")
+    run.add_argument(
+        "--output", required=True, help="lake root: a local path or s3://BUCKET/PREFIX"
+    )
     run.add_argument("--key", action="append", help="process just this object key (repeatable)")
     run.add_argument("--reprocess", action="store_true", help="process every listed object again")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -25,7 +25,9 @@ def sample_objects(seed_article: Path | None = _SEED) -> dict[str, bytes]:
     """Object key -> bytes: good articles in every format, then inputs that must be rejected."""
     samples = files("flows") / "samples"
     objects = {
-        "inbox/harbour-times/2026/rotterdam-strike.html": samples.joinpath("port-strike.html").read_bytes(),
+        "inbox/harbour-times/2026/rotterdam-strike.html": samples.joinpath(
+            "port-strike.html"
+        ).read_bytes(),
         "inbox/el-diario/2026/huelga.json": samples.joinpath("huelga.json").read_bytes(),
         "inbox/wire/2026/feed.jsonl.gz": gzip.compress(samples.joinpath("wire.jsonl").read_bytes()),
         "inbox/le-quotidien/2026/greve.HTML": samples.joinpath("greve-latin1.html").read_bytes(),
@@ -89,7 +91,9 @@ def run_demo(output: str) -> None:
         ORDER BY source, date"""
     print(f"\nDuckDB:{query}\n")
     print(duckdb.sql(query))
-    rejects = f"SELECT object_key, stage, reason FROM read_parquet('{lake}/rejects/*.parquet') ORDER BY 1"
+    rejects = (
+        f"SELECT object_key, stage, reason FROM read_parquet('{lake}/rejects/*.parquet') ORDER BY 1"
+    )
     print(duckdb.sql(rejects))
 
     again = ingest_articles(input_uri=f"s3://{DEMO_BUCKET}/{DEMO_PREFIX}", output_uri=output)

@@ -18,11 +18,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.utilities.annotations import quote
+from tasks.enrich import enrich_batch
+from tasks.extract import extract_batch
 
 from tasks.batch import Batch, stage_pool
 from tasks.clean import clean_batch
-from tasks.enrich import enrich_batch
-from tasks.extract import extract_batch
 from tasks.fetch import ObjectRef, fetch_batch, list_objects
 from tasks.language import detect_language_batch
 from tasks.ledger import Ledger, hold_lease
@@ -79,7 +79,11 @@ def new_object_batches(
     pending: list[ObjectRef] = []
     while chunk := list(islice(refs, _LISTING_CHUNK)):
         summary.objects_listed += len(chunk)
-        done = ledger.contains([ref.fingerprint for ref in chunk]) if not reprocess else [False] * len(chunk)
+        done = (
+            ledger.contains([ref.fingerprint for ref in chunk])
+            if not reprocess
+            else [False] * len(chunk)
+        )
         pending += [ref for ref, is_done in zip(chunk, done, strict=True) if not is_done]
         while len(pending) >= batch_size:
             yield pending[:batch_size]
@@ -89,10 +93,23 @@ def new_object_batches(
 
 
 def _publish_artifacts(summary: RunSummary) -> None:
-    rows = [{"dimension": "source", "value": k, "count": v} for k, v in summary.articles_by_source.most_common()]
-    rows += [{"dimension": "language", "value": k, "count": v} for k, v in summary.articles_by_language.most_common()]
-    rows += [{"dimension": "reject", "value": k, "count": v} for k, v in summary.rejects_by_reason.most_common()]
-    create_table_artifact(key="ingest-counts", table=rows, description="Articles by source and language; rejects by reason.")
+    rows = [
+        {"dimension": "source", "value": k, "count": v}
+        for k, v in summary.articles_by_source.most_common()
+    ]
+    rows += [
+        {"dimension": "language", "value": k, "count": v}
+        for k, v in summary.articles_by_language.most_common()
+    ]
+    rows += [
+        {"dimension": "reject", "value": k, "count": v}
+        for k, v in summary.rejects_by_reason.most_common()
+    ]
+    create_table_artifact(
+        key="ingest-counts",
+        table=rows,
+        description="Articles by source and language; rejects by reason.",
+    )
     files = "\n".join(f"- `{path}`" for path in summary.files[:200]) or "- none"
     more = f"\n- … and {len(summary.files) - 200} more" if len(summary.files) > 200 else ""
     create_markdown_artifact(
@@ -132,11 +149,15 @@ def ingest_articles(
         ledger = Ledger.load(root)
         summary.recovered_batches = len(recover_output(root, ledger))
         if summary.recovered_batches:
-            logger.info("recovered %d batches left by an interrupted run", summary.recovered_batches)
+            logger.info(
+                "recovered %d batches left by an interrupted run", summary.recovered_batches
+            )
         logger.info("%d objects already in the lake at %s", len(ledger), root.uri)
         refs = list_objects(client, location, keys)
         with stage_pool(settings) as pool:
-            for batch_refs in new_object_batches(refs, ledger, summary, settings.batch_size, reprocess):
+            for batch_refs in new_object_batches(
+                refs, ledger, summary, settings.batch_size, reprocess
+            ):
                 summary.objects_new += len(batch_refs)
                 batch = fetch_batch(client, location, quote(batch_refs), settings)
                 batch = clean_batch(batch, settings, pool)
@@ -148,14 +169,21 @@ def ingest_articles(
                 lease.renew()
                 summary.seconds = time.monotonic() - started
                 logger.info(
-                    "progress: %d objects listed, %d new done -> %d articles, %d rejects (%.1f articles/s)",
-                    summary.objects_listed, summary.objects_new, summary.articles, summary.rejects,
+                    "progress: %d listed, %d new done -> %d articles, %d rejects (%.1f articles/s)",
+                    summary.objects_listed,
+                    summary.objects_new,
+                    summary.articles,
+                    summary.rejects,
                     summary.articles_per_second,
                 )
     summary.seconds = time.monotonic() - started
     logger.info(
         "done: %d new of %d listed objects -> %d articles, %d rejects in %.1f s",
-        summary.objects_new, summary.objects_listed, summary.articles, summary.rejects, summary.seconds,
+        summary.objects_new,
+        summary.objects_listed,
+        summary.articles,
+        summary.rejects,
+        summary.seconds,
     )
     _publish_artifacts(summary)
     return summary.as_dict()

@@ -33,7 +33,9 @@ class Batch:
         return f"Batch({self.batch_id}, {len(self.articles)} articles, {len(self.rejects)} rejects)"
 
 
-def _apply(stage: str, function: StageFunction, settings: Settings, article: Article) -> Article | Reject:
+def _apply(
+    stage: str, function: StageFunction, settings: Settings, article: Article
+) -> Article | Reject:
     """Run one stage on one article; bad input becomes a Reject instead of an exception."""
     try:
         return function(article, settings)

@@ -40,7 +40,9 @@ FORMATS: dict[str, str] = {
 UNKNOWN_SOURCE = "unknown"
 _SLUG_MAX = 64
 _CONTROL_SHARE_LIMIT = 0.01  # decoded text with more control characters than this is binary
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{2,40})""", re.I)
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{2,40})""", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,9 @@ def batch_id_for(refs: Iterable[ObjectRef]) -> str:
     return digest.hexdigest()
 
 
-def list_objects(client: Any, location: S3Location, keys: list[str] | None = None) -> Iterator[ObjectRef]:
+def list_objects(
+    client: Any, location: S3Location, keys: list[str] | None = None
+) -> Iterator[ObjectRef]:
     """Stream the objects under the prefix (or just `keys`), one listing page at a time."""
     if keys is not None:
         for key in keys:
@@ -75,14 +79,18 @@ def list_objects(client: Any, location: S3Location, keys: list[str] | None = Non
                 if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                     continue  # deleted since the event: there is no object left to account for
                 raise
-            yield ObjectRef(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"])
+            yield ObjectRef(
+                key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"]
+            )
         return
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
         for item in page.get("Contents", []):
             if item["Key"].endswith("/"):
                 continue  # a "directory" marker, not an article
-            yield ObjectRef(item["Key"], item["ETag"].strip('"'), item["Size"], item["LastModified"])
+            yield ObjectRef(
+                item["Key"], item["ETag"].strip('"'), item["Size"], item["LastModified"]
+            )
 
 
 def slugify(value: str) -> str:
@@ -109,7 +117,8 @@ def split_format(key: str) -> tuple[str, bool]:
     if extension not in FORMATS:
         shown = extension or "(none)"
         raise RejectedArticle(
-            f"unsupported extension {shown!r}: expected .html, .htm, .txt, .json, .jsonl (optionally .gz)"
+            f"unsupported extension {shown!r}: expected .html, .htm, .txt, .json, .jsonl"
+            " (optionally .gz)"
         )
     return FORMATS[extension], gzipped
 
@@ -136,7 +145,11 @@ def decode_bytes(data: bytes, *, is_html: bool) -> str:
     """Bytes to text: UTF-8 (with or without BOM), UTF-16 with BOM, else the detected charset."""
     if not data.strip():
         raise RejectedArticle("empty object")
-    for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, encoding in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if data.startswith(bom):
             try:
                 return _reject_if_binary(data.decode(encoding))
@@ -160,7 +173,9 @@ def decode_bytes(data: bytes, *, is_html: bool) -> str:
 
 
 def _reject_if_binary(text: str) -> str:
-    control = sum(1 for char in text if unicodedata.category(char) == "Cc" and char not in "\t\n\r\f")
+    control = sum(
+        1 for char in text if unicodedata.category(char) == "Cc" and char not in "\t\n\r\f"
+    )
     if control > _CONTROL_SHARE_LIMIT * len(text):
         raise RejectedArticle(f"binary content: {control} control characters in {len(text)}")
     return text
@@ -223,12 +238,15 @@ def parse_json_article(text: str, settings: Settings) -> JsonArticle:
         return JsonArticle.model_validate(value)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'object'}: {e['msg']}" for e in error.errors()[:3]
+            f"{'.'.join(str(p) for p in e['loc']) or 'object'}: {e['msg']}"
+            for e in error.errors()[:3]
         )
         raise RejectedArticle(f"invalid article JSON: {problems}") from None
 
 
-def _article_from_json(ref: ObjectRef, stated: JsonArticle, default_source: str, line: int | None) -> Article:
+def _article_from_json(
+    ref: ObjectRef, stated: JsonArticle, default_source: str, line: int | None
+) -> Article:
     content_type: ContentType = "text" if stated.text and stated.text.strip() else "html"
     author = ", ".join(stated.author) if isinstance(stated.author, list) else stated.author
     return Article(
@@ -247,7 +265,9 @@ def _article_from_json(ref: ObjectRef, stated: JsonArticle, default_source: str,
     )
 
 
-def parse_object(ref: ObjectRef, data: bytes, location: S3Location, settings: Settings) -> tuple[list[Article], list[Reject]]:
+def parse_object(
+    ref: ObjectRef, data: bytes, location: S3Location, settings: Settings
+) -> tuple[list[Article], list[Reject]]:
     """Turn one downloaded object into its articles and rejects (JSONL lines fail alone)."""
     source = source_from_key(ref.key, location.prefix)
 
@@ -283,7 +303,9 @@ def parse_object(ref: ObjectRef, data: bytes, location: S3Location, settings: Se
         if article.stated_id is not None:
             if article.stated_id in first_line_of_id:
                 first = first_line_of_id[article.stated_id]
-                rejects.append(reject(f"duplicate id {article.stated_id!r} (first on line {first})", number))
+                rejects.append(
+                    reject(f"duplicate id {article.stated_id!r} (first on line {first})", number)
+                )
                 continue
             first_line_of_id[article.stated_id] = number
         articles.append(article)
@@ -312,10 +334,16 @@ def download(client: Any, bucket: str, ref: ObjectRef, settings: Settings) -> by
     return data
 
 
-def fetch_objects(client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings) -> Batch:
+def fetch_objects(
+    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings
+) -> Batch:
     """Download and parse a batch with bounded concurrency."""
-    with ThreadPoolExecutor(max_workers=settings.fetch_concurrency, thread_name_prefix="fetch") as pool:
-        downloads = list(pool.map(lambda ref: download(client, location.bucket, ref, settings), refs))
+    with ThreadPoolExecutor(
+        max_workers=settings.fetch_concurrency, thread_name_prefix="fetch"
+    ) as pool:
+        downloads = list(
+            pool.map(lambda ref: download(client, location.bucket, ref, settings), refs)
+        )
     articles: list[Article] = []
     rejects: list[Reject] = []
     for ref, data in zip(refs, downloads, strict=True):
@@ -331,11 +359,16 @@ def fetch_objects(client: Any, location: S3Location, refs: list[ObjectRef], sett
 
 
 @task(name="fetch", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
-def fetch_batch(client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings) -> Batch:
+def fetch_batch(
+    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings
+) -> Batch:
     """Download a batch of new objects; retried because S3 can fail where parsing cannot."""
     batch = fetch_objects(client, location, refs, settings)
     get_run_logger().info(
         "batch %s: fetched %d objects -> %d articles, %d rejected at fetch",
-        batch.batch_id, len(refs), len(batch.articles), len(batch.rejects),
+        batch.batch_id,
+        len(refs),
+        len(batch.articles),
+        len(batch.rejects),
     )
     return batch

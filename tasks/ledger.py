@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +46,9 @@ def _read_ledger_files(root: OutputRoot) -> pa.Table:
     )
     if not paths:
         return LEDGER_SCHEMA.empty_table()
-    tables = [pq.read_table(path, filesystem=root.filesystem, schema=LEDGER_SCHEMA) for path in paths]
+    tables = [
+        pq.read_table(path, filesystem=root.filesystem, schema=LEDGER_SCHEMA) for path in paths
+    ]
     return pa.concat_tables(tables)
 
 
@@ -65,7 +67,9 @@ def sorted_fingerprints(table: pa.Table) -> np.ndarray:
     column = table.column("object_fingerprint").combine_chunks()
     if len(column) == 0:
         return np.empty(0, dtype="S16")
-    values = np.frombuffer(column.buffers()[1], dtype="S16", count=len(column), offset=column.offset)
+    values = np.frombuffer(
+        column.buffers()[1], dtype="S16", count=len(column), offset=column.offset
+    )
     return np.sort(values)
 
 
@@ -108,7 +112,9 @@ class Ledger:
             )
         )
         found: dict[str, set[str]] = {}
-        for key, paths in zip(older.column("object_key").to_pylist(), older.column("paths").to_pylist(), strict=True):
+        for key, paths in zip(
+            older.column("object_key").to_pylist(), older.column("paths").to_pylist(), strict=True
+        ):
             for path in paths or []:
                 found.setdefault(path, set()).add(key)
         return found
@@ -147,11 +153,18 @@ class Lease:
         if self.root.s3 is not None:
             try:
                 self._s3().put_object(
-                    Bucket=self.root.s3.bucket, Key=self._s3_key(), Body=self._body(), IfNoneMatch="*"
+                    Bucket=self.root.s3.bucket,
+                    Key=self._s3_key(),
+                    Body=self._body(),
+                    IfNoneMatch="*",
                 )
                 return True
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                if error.response.get("Error", {}).get("Code") in {
+                    "PreconditionFailed",
+                    "412",
+                    "ConditionalRequestConflict",
+                }:
                     return False
                 raise
         # Write a private file, then hard-link it into place: link() fails if the lease
@@ -178,10 +191,8 @@ class Lease:
             return None  # being replaced this instant: look again
 
     def _delete(self) -> None:
-        try:
+        with suppress(FileNotFoundError):
             self.root.filesystem.delete_file(self.root.path(LEASE_FILE))
-        except FileNotFoundError:
-            pass
 
     def _s3(self) -> Any:
         return s3_client(self.settings)
@@ -194,7 +205,9 @@ class Lease:
         deadline = time.monotonic() + self.settings.lease_wait_seconds
         while not self._try_create():
             holder = self._read()
-            if holder is not None and datetime.fromisoformat(holder["expires_at"]) < datetime.now(UTC):
+            if holder is not None and datetime.fromisoformat(holder["expires_at"]) < datetime.now(
+                UTC
+            ):
                 self._delete()  # its holder died; the next _try_create races fairly for it
                 continue
             if time.monotonic() > deadline:
@@ -208,7 +221,9 @@ class Lease:
         """Push the expiry forward; fails loudly if another run took the lease over."""
         holder = self._read()
         if holder is None or holder.get("owner") != self.owner:
-            raise LeaseUnavailable(f"lost the lease on {self.root.uri} to {holder and holder.get('owner')!r}")
+            raise LeaseUnavailable(
+                f"lost the lease on {self.root.uri} to {holder and holder.get('owner')!r}"
+            )
         write_atomically(self.root, self.root.path(LEASE_FILE), self._body())
 
     def release(self) -> None:

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     keyword_count: int = Field(10, ge=0, description="Keywords kept per article.")
     words_per_minute: int = Field(230, ge=1, description="Reading speed for reading_minutes.")
     lease_seconds: int = Field(
-        300, ge=10, description="A run's lease on the output expires this long after its last renewal."
+        300,
+        ge=10,
+        description="A run's lease on the output expires this long after its last renewal.",
     )
     lease_wait_seconds: int = Field(
         900, ge=0, description="How long a run waits for another run's lease before failing."

@@ -102,8 +102,11 @@ class OutputRoot:
         """A path under the root; parts are built by newsflow, never taken from object keys."""
         return posixpath.join(self.base, *parts)
 
-    def relative(self, path: str) -> str:
-        return posixpath.relpath(path, self.base)
+    def ensure_dir(self, path: str) -> None:
+        """Create a local directory; on S3 a no-op, since 'directories' there are empty
+        marker objects that would only fire spurious upload notifications."""
+        if self.s3 is None:
+            self.filesystem.create_dir(path, recursive=True)
 
 
 def write_atomically(root: OutputRoot, path: str, data: bytes) -> None:
@@ -117,7 +120,7 @@ def write_atomically(root: OutputRoot, path: str, data: bytes) -> None:
             stream.write(data)
         return
     directory, name = posixpath.split(path)
-    root.filesystem.create_dir(directory, recursive=True)
+    root.ensure_dir(directory)
     hidden = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
     with root.filesystem.open_output_stream(hidden) as stream:
         stream.write(data)

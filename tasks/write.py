@@ -52,7 +52,7 @@ class WriteReport:
 
 
 def _write_parquet(root: OutputRoot, table: pa.Table, path: str) -> None:
-    root.filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    root.ensure_dir(posixpath.dirname(path))
     pq.write_table(table, path, filesystem=root.filesystem, compression="zstd")
 
 
@@ -60,8 +60,12 @@ def _partition_files(articles: pa.Table, batch_id: str) -> list[tuple[str, pa.Ta
     """One file per (source, date) partition, partition values in the path (Hive style)."""
     files = []
     groups = articles.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS).aggregate([])
-    for source, date in zip(groups.column("source").to_pylist(), groups.column("date").to_pylist(), strict=True):
-        mask = pc.and_(pc.equal(articles.column("source"), source), pc.equal(articles.column("date"), date))
+    for source, date in zip(
+        groups.column("source").to_pylist(), groups.column("date").to_pylist(), strict=True
+    ):
+        mask = pc.and_(
+            pc.equal(articles.column("source"), source), pc.equal(articles.column("date"), date)
+        )
         relative = f"{ARTICLES_DIR}/source={source}/date={date}/part-{batch_id}.parquet"
         files.append((relative, articles.filter(mask).drop_columns(PARTITION_COLUMNS)))
     return files
@@ -119,7 +123,7 @@ def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
         if info.type != pafs.FileType.File or info.base_name == PUBLISHING_MARKER:
             continue
         relative = posixpath.relpath(info.path, staging)
-        root.filesystem.create_dir(posixpath.dirname(root.path(relative)), recursive=True)
+        root.ensure_dir(posixpath.dirname(root.path(relative)))
         root.filesystem.move(info.path, root.path(relative))
     for relative, keys in ledger.superseded_paths(batch_id).items():
         _remove_rows(root, relative, keys)
@@ -142,12 +146,14 @@ def recover_output(root: OutputRoot, ledger: Ledger) -> list[str]:
     return recovered
 
 
-def write_batch_files(root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger) -> WriteReport:
+def write_batch_files(
+    root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger
+) -> WriteReport:
     """Stage, commit and publish one batch (see the module docstring)."""
     now = datetime.now(UTC)
     staging = root.path(STAGING_DIR, batch.batch_id)
     root.filesystem.delete_dir_contents(staging, missing_dir_ok=True)
-    root.filesystem.create_dir(staging, recursive=True)
+    root.ensure_dir(staging)
     with root.filesystem.open_output_stream(posixpath.join(staging, PUBLISHING_MARKER)) as marker:
         marker.write(b"")
 
@@ -162,7 +168,11 @@ def write_batch_files(root: OutputRoot, batch: Batch, refs: list[ObjectRef], led
                 files_of_key.setdefault(key, []).append(relative)
     if batch.rejects:
         relative = f"{REJECTS_DIR}/part-{batch.batch_id}.parquet"
-        _write_parquet(root, rejects_table(batch.rejects, batch_id=batch.batch_id, ingested_at=now), posixpath.join(staging, relative))
+        _write_parquet(
+            root,
+            rejects_table(batch.rejects, batch_id=batch.batch_id, ingested_at=now),
+            posixpath.join(staging, relative),
+        )
         written.append(relative)
         for reject in batch.rejects:
             if relative not in files_of_key.setdefault(reject.object_key, []):
@@ -170,19 +180,30 @@ def write_batch_files(root: OutputRoot, batch: Batch, refs: list[ObjectRef], led
 
     rows = _ledger_rows(refs, batch, files_of_key, now)
     _write_parquet(root, rows, posixpath.join(staging, "ledger.parquet"))
-    root.filesystem.create_dir(root.path(LEDGER_DIR), recursive=True)
-    root.filesystem.move(posixpath.join(staging, "ledger.parquet"), root.path(LEDGER_DIR, f"{batch.batch_id}.parquet"))
+    root.ensure_dir(root.path(LEDGER_DIR))
+    root.filesystem.move(
+        posixpath.join(staging, "ledger.parquet"),
+        root.path(LEDGER_DIR, f"{batch.batch_id}.parquet"),
+    )
     ledger.record(rows)
     publish_batch(root, batch.batch_id, ledger)
-    return WriteReport(batch.batch_id, rows.num_rows, len(batch.articles), len(batch.rejects), written)
+    return WriteReport(
+        batch.batch_id, rows.num_rows, len(batch.articles), len(batch.rejects), written
+    )
 
 
 @task(name="write", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
-def write_batch(root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger) -> WriteReport:
+def write_batch(
+    root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger
+) -> WriteReport:
     """Write and commit one batch; retried because S3 writes fail transiently."""
     report = write_batch_files(root, batch, refs, ledger)
     get_run_logger().info(
         "batch %s: committed %d objects as %d articles and %d rejects in %d files",
-        report.batch_id, report.objects, report.articles, report.rejects, len(report.files),
+        report.batch_id,
+        report.objects,
+        report.articles,
+        report.rejects,
+        len(report.files),
     )
     return report

@@ -28,7 +28,9 @@ MODIFIED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def parse(key: str, data: bytes, **settings: int):
-    return parse_object(ObjectRef(key, "etag", len(data), MODIFIED), data, LOCATION, Settings(**settings))
+    return parse_object(
+        ObjectRef(key, "etag", len(data), MODIFIED), data, LOCATION, Settings(**settings)
+    )
 
 
 def only_reject(key: str, data: bytes, **settings: int) -> str:
@@ -72,14 +74,21 @@ def test_formats_by_extension_case_insensitive_and_gzip() -> None:
 
 def test_json_fields_are_kept_and_published_at_is_utc() -> None:
     body = {
-        "text": "Body", "title": "T", "url": "https://x.example/a", "author": ["A", "B"],
-        "published_at": "2026-03-01T10:00:00+02:00", "source": "The Wire!", "id": 7,
+        "text": "Body",
+        "title": "T",
+        "url": "https://x.example/a",
+        "author": ["A", "B"],
+        "published_at": "2026-03-01T10:00:00+02:00",
+        "source": "The Wire!",
+        "id": 7,
     }
     [article], rejects = parse("inbox/s/a.json", json.dumps(body).encode())
     assert rejects == []
     assert (article.title, article.url, article.author) == ("T", "https://x.example/a", "A, B")
     assert article.published_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-    assert article.source == "the-wire" and article.stated_id == "7" and article.date == "2026-03-01"
+    assert (
+        article.source == "the-wire" and article.stated_id == "7" and article.date == "2026-03-01"
+    )
 
 
 def test_jsonl_bad_line_is_rejected_alone() -> None:
@@ -114,9 +123,21 @@ def test_jsonl_bad_line_is_rejected_alone() -> None:
         ("inbox/s/notgzip.txt.gz", b"plain text, not gzip", "corrupt gzip"),
         ("inbox/s/list.json", b"[1, 2]", "expected a JSON object"),
         ("inbox/s/bad.json", b'{"text": ', "malformed JSON"),
-        ("inbox/s/typed.json", b'{"text": "x", "published_at": "yesterday"}', "invalid article JSON"),
-        ("inbox/s/deep.json", b'{"text": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "malformed JSON"),
-        ("inbox/s/nested.json", b'{"text": "x", "a": ' + b"[" * 100 + b"]" * 100 + b"}", "JSON nested deeper"),
+        (
+            "inbox/s/typed.json",
+            b'{"text": "x", "published_at": "yesterday"}',
+            "invalid article JSON",
+        ),
+        (
+            "inbox/s/deep.json",
+            b'{"text": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "malformed JSON",
+        ),
+        (
+            "inbox/s/nested.json",
+            b'{"text": "x", "a": ' + b"[" * 100 + b"]" * 100 + b"}",
+            "JSON nested deeper",
+        ),
         ("inbox/s/doc.pdf", b"%PDF", "unsupported extension '.pdf'"),
         ("inbox/s/noext", b"text", "unsupported extension '(none)'"),
     ],
@@ -127,7 +148,9 @@ def test_bad_input_becomes_a_reject_with_a_reason(key: str, data: bytes, reason:
 
 def test_decompression_bomb_is_bounded() -> None:
     bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))
-    assert "decompression bomb" in only_reject("inbox/s/bomb.txt.gz", bomb, max_decoded_bytes=1024 * 1024)
+    assert "decompression bomb" in only_reject(
+        "inbox/s/bomb.txt.gz", bomb, max_decoded_bytes=1024 * 1024
+    )
     with pytest.raises(RejectedArticle):
         gunzip_bounded(bomb, 1024)
 
@@ -153,7 +176,9 @@ def test_batch_id_depends_on_content_not_order() -> None:
 
 
 def test_listing_and_download_through_the_s3_server(s3, bucket: str) -> None:
-    s3.put_object(Bucket=bucket, Key="inbox/src/a.txt", Body=b"Hello from S3, a plain text article.")
+    s3.put_object(
+        Bucket=bucket, Key="inbox/src/a.txt", Body=b"Hello from S3, a plain text article."
+    )
     s3.put_object(Bucket=bucket, Key="inbox/src/big.txt", Body=b"x" * 5000)
     s3.put_object(Bucket=bucket, Key="inbox/dir/", Body=b"")
     s3.put_object(Bucket=bucket, Key="elsewhere/b.txt", Body=b"not under the prefix")

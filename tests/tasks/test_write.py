@@ -32,7 +32,9 @@ def make_batch(*versions: tuple[str, str, str]) -> tuple[Batch, list[ObjectRef]]
             rejects.append(Reject(key, etag, "clean", text))
         else:
             source = key.split("/")[1]
-            articles.append(Article(key, etag, source, MODIFIED, "text", text, text=text, title=text))
+            articles.append(
+                Article(key, etag, source, MODIFIED, "text", text, text=text, title=text)
+            )
     return Batch(batch_id_for(refs), articles, rejects), refs
 
 
@@ -66,11 +68,19 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> OutputRoot:
 
 
 def test_batch_writes_hive_partitions_and_a_ledger(root: OutputRoot) -> None:
-    commit(root, ("in/a/1.txt", "e1", "one"), ("in/b/2.txt", "e2", "two"), ("in/b/3.txt", "e3", "REJECT bad"))
+    commit(
+        root,
+        ("in/a/1.txt", "e1", "one"),
+        ("in/b/2.txt", "e2", "two"),
+        ("in/b/3.txt", "e3", "REJECT bad"),
+    )
     assert rows(root) == {"in/a/1.txt": "one", "in/b/2.txt": "two"}
     ledger = Ledger.load(root)
     assert len(ledger) == 3
-    fingerprints = [ObjectRef(k, e, 0, MODIFIED).fingerprint for k, e in [("in/a/1.txt", "e1"), ("in/a/1.txt", "e9")]]
+    fingerprints = [
+        ObjectRef(k, e, 0, MODIFIED).fingerprint
+        for k, e in [("in/a/1.txt", "e1"), ("in/a/1.txt", "e9")]
+    ]
     assert ledger.contains(fingerprints).tolist() == [True, False]
     assert staged_files(root) == []
 
@@ -82,13 +92,19 @@ def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) ->
     commit(root, ("in/a/1.txt", "e1c", "REJECT now broken"))
     assert rows(root) == {"in/a/2.txt": "kept"}
     rejects = ds.dataset(root.path("rejects"), filesystem=root.filesystem).to_table().to_pylist()
-    assert [(r["object_key"], r["reason"]) for r in rejects] == [("in/a/1.txt", "REJECT now broken")]
+    assert [(r["object_key"], r["reason"]) for r in rejects] == [
+        ("in/a/1.txt", "REJECT now broken")
+    ]
     ledger = Ledger.load(root)
     assert len(ledger) == 2  # current versions
-    assert ledger.contains([ObjectRef("in/a/1.txt", "e1c", 0, MODIFIED).fingerprint]).tolist() == [True]
+    assert ledger.contains([ObjectRef("in/a/1.txt", "e1c", 0, MODIFIED).fingerprint]).tolist() == [
+        True
+    ]
 
 
-def test_crash_before_commit_is_discarded_and_redone(root: OutputRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_before_commit_is_discarded_and_redone(
+    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     commit(root, ("in/a/1.txt", "e1", "one"))
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -106,7 +122,9 @@ def test_crash_before_commit_is_discarded_and_redone(root: OutputRoot, monkeypat
     assert rows(root) == {"in/a/1.txt": "one", "in/a/2.txt": "two", "in/a/3.txt": "three"}
 
 
-def test_crash_after_commit_is_published_by_recovery(root: OutputRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_after_commit_is_published_by_recovery(
+    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     commit(root, ("in/a/1.txt", "e1", "old"))
 
     def crash(*args: object, **kwargs: object) -> None:

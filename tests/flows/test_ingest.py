@@ -1,0 +1,238 @@
+"""The ingest flow end to end: real Prefect flow runs, real S3 server, Parquet read back."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+import tasks.write as write_module
+from flows.cli import main
+from flows.demo import sample_objects
+from flows.ingest import ingest_articles
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+SEED_TITLE = "The Governments of Russia and Cuba agree to fight against Western “interference” and “extremism”"
+
+
+def upload(s3, bucket: str, objects: dict[str, bytes]) -> None:
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def lake_tables(output: Path) -> tuple[list[dict], list[dict]]:
+    articles = ds.dataset(output / "articles", format="parquet", partitioning="hive").to_table()
+    rejects_dir = output / "rejects"
+    rejects = (
+        ds.dataset(rejects_dir, format="parquet").to_table().to_pylist()
+        if rejects_dir.exists()
+        else []
+    )
+    return articles.to_pylist(), rejects
+
+
+def accounted(output: Path) -> list[tuple[str, int | None]]:
+    """(object_key, line) of every row and reject: each input exactly once means no repeats."""
+    articles, rejects = lake_tables(output)
+    return sorted((r["object_key"], r["line_number"] or 0) for r in articles + rejects)
+
+
+def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
+    objects = sample_objects(SHARED / "samples" / "seed-article.txt")
+    upload(s3, bucket, objects)
+    output = tmp_path / "lake"
+    summary = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(output))
+
+    articles, rejects = lake_tables(output)
+    keys = accounted(output)
+    assert len(keys) == len(set(keys)), "an input ended in two places"
+    assert {key for key, _ in keys} == set(objects), "an input object vanished"
+    assert summary["objects_new"] == summary["objects_listed"] == len(objects)
+    assert summary["articles"] == len(articles) and summary["rejects"] == len(rejects)
+
+    by_key = {(a["object_key"], a["line_number"]): a for a in articles}
+    seed = by_key[("inbox/14ymedio/2023/russia-cuba.txt", None)]
+    assert seed["title"] == SEED_TITLE and seed["language"] == "en"
+    assert str(seed["source"]) == "14ymedio"
+
+    stated = by_key[("inbox/el-diario/2026/huelga.json", None)]
+    raw = json.loads(objects["inbox/el-diario/2026/huelga.json"])
+    assert (stated["title"], stated["author"], stated["url"]) == (
+        raw["title"],
+        raw["author"],
+        raw["url"],
+    )
+    assert stated["source"] == "el-diario-demo" and str(stated["date"]) == "2026-11-24"
+    assert stated["language"] == "es"
+
+    latin1 = by_key[("inbox/le-quotidien/2026/greve.HTML", None)]
+    assert "Grève au port de Rotterdam" in latin1["title"] and "dockers" in latin1["text"]
+    assert "\ufffd" not in latin1["text"] and latin1["language"] == "fr"
+
+    wire = {a["line_number"]: a for a in articles if a["object_key"].endswith("feed.jsonl.gz")}
+    assert sorted(wire) == [1, 2] and wire[2]["language"] == "de"
+    html = by_key[("inbox/harbour-times/2026/rotterdam-strike.html", None)]
+    assert set(html["dup_bands"]) & set(wire[1]["dup_bands"]), "syndicated copy not grouped"
+    assert not set(html["dup_bands"]) & set(wire[2]["dup_bands"])
+
+    reasons = {(r["object_key"], r["line_number"]): r["reason"] for r in rejects}
+    assert reasons[("inbox/broken/empty.html", None)] == "empty object"
+    assert reasons[("inbox/broken/bomb.txt.gz", None)].startswith("decompresses to more than")
+    assert reasons[("inbox/broken/truncated.html.gz", None)].startswith("truncated gzip")
+    assert reasons[("inbox/broken/report.pdf", None)].startswith("unsupported extension")
+    assert reasons[("inbox/wire/2026/feed.jsonl.gz", 3)].startswith("invalid article JSON")
+    assert reasons[("inbox/wire/2026/feed.jsonl.gz", 4)].startswith("malformed JSON")
+    assert all(r["reason"] and r["stage"] for r in rejects)
+
+    written = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
+    assert written == {"articles", "rejects", "_ledger"}, (
+        "something was written outside the lake layout"
+    )
+    assert not (tmp_path / "escape=1").exists()
+    partitions = {
+        p.relative_to(output / "articles").parts[:2]
+        for p in (output / "articles").rglob("*.parquet")
+    }
+    assert all(s.startswith("source=") and d.startswith("date=") for s, d in partitions)
+
+    count = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true)"
+    ).fetchone()
+    assert count == (len(articles),)
+
+
+def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) -> None:
+    body = "Story {n} about the harbour strike in Rotterdam, with enough words to be kept as an article."
+    upload(s3, bucket, {f"in/s{n % 2}/{n}.txt": body.format(n=n).encode() for n in range(5)})
+    output = tmp_path / "lake"
+    first = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    files_after_first = sorted(p for p in output.rglob("*.parquet"))
+    assert first["objects_new"] == 5
+
+    again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert (again["objects_listed"], again["objects_new"], again["articles"]) == (5, 0, 0)
+    assert sorted(p for p in output.rglob("*.parquet")) == files_after_first
+
+    upload(
+        s3,
+        bucket,
+        {
+            "in/s0/new.txt": b"A brand new article about dock workers and automated cranes in the port."
+        },
+    )
+    added = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert (added["objects_new"], added["articles"]) == (1, 1)
+
+    upload(
+        s3,
+        bucket,
+        {
+            "in/s1/1.txt": b"The first story was rewritten: the strike ended after a night of talks in Rotterdam."
+        },
+    )
+    replaced = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert replaced["objects_new"] == 1
+    articles, _ = lake_tables(output)
+    texts = [a["text"] for a in articles if a["object_key"] == "in/s1/1.txt"]
+    assert texts == [
+        "The first story was rewritten: the strike ended after a night of talks in Rotterdam."
+    ]
+    assert len(articles) == 6 and len({a["article_id"] for a in articles}) == 6
+
+
+def test_run_killed_mid_publish_is_completed_by_the_rerun(
+    s3,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upload(
+        s3,
+        bucket,
+        {
+            f"in/s/{n}.txt": f"Story number {n} about the port of Rotterdam, long enough to be kept as an article body.".encode()
+            for n in range(7)
+        },
+    )
+    output = tmp_path / "lake"
+    original = write_module.publish_batch
+    calls = {"n": 0}
+
+    def die_on_second_publish(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill between commit and publish")
+        return original(*args, **kwargs)
+
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "3")
+    monkeypatch.setattr(write_module, "publish_batch", die_on_second_publish)
+    with pytest.raises(BaseException):  # noqa: B017 - the "kill" surfaces as whatever Prefect raises
+        ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    monkeypatch.setattr(write_module, "publish_batch", original)
+    (output / "_lease.json").unlink(missing_ok=True)  # a killed process cannot release it
+
+    summary = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert summary["recovered_batches"] == 1
+    assert accounted(output) == sorted((f"in/s/{n}.txt", 0) for n in range(7))
+
+
+def test_s3_output_and_keys_parameter(s3, bucket: str, tmp_path: Path) -> None:
+    upload(
+        s3,
+        bucket,
+        {
+            "in/a/1.json": json.dumps(
+                {"text": "An article written as JSON, long enough to be kept by the cleaner."}
+            ).encode(),
+            "in/a/2.txt.gz": gzip.compress(
+                b"A gzipped plain-text article, long enough to be kept by the cleaner stage."
+            ),
+        },
+    )
+    output = f"s3://{bucket}/lake"
+    only_one = ingest_articles(
+        input_uri=f"s3://{bucket}/in/", output_uri=output, keys=["in/a/1.json"]
+    )
+    assert (only_one["objects_listed"], only_one["articles"]) == (1, 1)
+    rest = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
+    assert (rest["objects_listed"], rest["objects_new"]) == (2, 1)
+
+    filesystem = pafs.S3FileSystem(
+        endpoint_override=os.environ["AWS_ENDPOINT_URL"].split("//")[1],
+        scheme="http",
+        access_key="testing",
+        secret_key="testing-secret",
+        region="us-east-1",
+    )
+    table = ds.dataset(
+        f"{bucket}/lake/articles", filesystem=filesystem, partitioning="hive"
+    ).to_table()
+    assert sorted(table.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]
+    assert not [o["Key"] for o in listed if o["Key"].endswith("/")], (
+        "directory marker objects written"
+    )
+
+
+def test_cli_run_prints_a_summary(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upload(
+        s3,
+        bucket,
+        {
+            "in/wire/x.txt": b"A short wire story about the harbour, long enough to be kept as article text."
+        },
+    )
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", str(tmp_path / "lake")]) == 0
+    printed = capsys.readouterr().out
+    assert "1 listed, 1 new; 1 articles written, 0 rejected" in printed
+    assert "wire" in printed and "per language" in printed
