@@ -105,8 +105,8 @@ def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
 
     count = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true)"
-    ).fetchone()
-    assert count == (len(articles),)
+    ).fetchall()
+    assert count == [(len(articles),)]
 
 
 def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) ->
         s3,
         bucket,
         {
-            "in/s0/new.txt": b"A brand new article about dock workers and automated cranes in the port."
+            "in/s0/new.txt": b"A brand new article about dock workers, automated cranes and a long strike in the port of Rotterdam."
         },
     )
     added = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
@@ -190,10 +190,10 @@ def test_s3_output_and_keys_parameter(s3, bucket: str, tmp_path: Path) -> None:
         bucket,
         {
             "in/a/1.json": json.dumps(
-                {"text": "An article written as JSON, long enough to be kept by the cleaner."}
+                {"text": "An article written as JSON about the port strike, long enough to be kept by the cleaner stage."}
             ).encode(),
             "in/a/2.txt.gz": gzip.compress(
-                b"A gzipped plain-text article, long enough to be kept by the cleaner stage."
+                b"A gzipped plain-text article about the port strike, long enough to be kept by the cleaner stage."
             ),
         },
     )
@@ -229,7 +229,7 @@ def test_cli_run_prints_a_summary(
         s3,
         bucket,
         {
-            "in/wire/x.txt": b"A short wire story about the harbour, long enough to be kept as article text."
+            "in/wire/x.txt": b"A short wire story about the harbour strike in Rotterdam, long enough to be kept as article text."
         },
     )
     assert main(["run", "--input", f"s3://{bucket}/in", "--output", str(tmp_path / "lake")]) == 0

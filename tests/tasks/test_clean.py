@@ -1,0 +1,288 @@
+"""Clean stage: the seed article as a golden test, the scraped-text rules on small inputs,
+extraction quality on the shared corpus, and hostile input."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tasks.clean import (
+    clean_article,
+    clean_html,
+    clean_scraped_text,
+    cut_footer,
+    dedupe_paragraphs,
+    drop_title_lines,
+    normalise_field,
+    normalise_text,
+    split_breadcrumb,
+)
+from tasks.enrich import enrich_article
+from tasks.extract import extract_article
+from tasks.language import detect_article_language
+from tasks.schema import Article, RejectedArticle
+from tasks.settings import Settings
+from tests.corpus import corpus_pages, make_article, processed_seed, score_extraction, seed_text
+
+SEED_TITLE = (
+    "The Governments of Russia and Cuba agree to fight against Western "
+    "\u201cinterference\u201d and \u201cextremism\u201d"
+)
+# A distinctive phrase of each passage the seed repeats as a pull quote.
+SEED_REPEATED = [
+    "International Criminal Police Organization or International Police",
+    "Under this law, which includes a list of organizations",
+    "The Russian minister delighted the Cuban leaders",
+]
+
+
+def _seed_body_paragraphs() -> list[str]:
+    """The seed's real paragraphs, read from the file itself: those between the title line
+    and the underscore rule, less the three that a neighbour contains."""
+    paragraphs = [p.strip() for p in seed_text().split("\n\n") if p.strip()]
+    start = paragraphs.index(SEED_TITLE) + 1
+    end = next(i for i, p in enumerate(paragraphs) if re.fullmatch(r"_{4,}", p))
+    body = paragraphs[start:end]
+    return [p for p in body if not any(p != other and p in other for other in body)]
+
+
+# --- the seed ---------------------------------------------------------------------------
+
+
+def test_seed_title_is_the_breadcrumb_title() -> None:
+    assert processed_seed().title == SEED_TITLE
+
+
+@pytest.mark.parametrize(
+    "furniture", ["Home \u00bb", "Collaborate with our work", "Leave a Comment", "Akismet", "____"]
+)
+def test_seed_furniture_is_gone(furniture: str) -> None:
+    assert furniture not in processed_seed().text
+
+
+def test_seed_title_line_is_not_in_the_body() -> None:
+    assert SEED_TITLE not in processed_seed().text
+
+
+@pytest.mark.parametrize("phrase", SEED_REPEATED)
+def test_seed_repeated_passages_appear_once(phrase: str) -> None:
+    assert processed_seed().text.count(phrase) == 1
+
+
+def test_seed_keeps_every_real_paragraph_in_order() -> None:
+    expected = _seed_body_paragraphs()
+    assert expected[0].startswith("The visit of the Russian Interior Minister")
+    assert expected[-1].endswith("Russian oligarchies.")
+    assert len(expected) == 14
+    assert processed_seed().text.split("\n\n") == expected
+
+
+# --- scraped-text rules -----------------------------------------------------------------
+
+
+def test_normalise_text_repairs_mojibake_and_keeps_curly_quotes() -> None:
+    text = "Caf\u00c3\u00a9  \u201cquoted\u201d\r\n\r\n\r\n  second\tparagraph \u00a0 "
+    assert normalise_text(text) == "Caf\u00e9 \u201cquoted\u201d\n\nsecond paragraph"
+
+
+def test_normalise_text_joins_hard_wrapped_lines_inside_blank_line_paragraphs() -> None:
+    assert normalise_text("one\ntwo\n\nthree") == "one two\n\nthree"
+    assert normalise_text("one\ntwo\nthree") == "one\n\ntwo\n\nthree"
+
+
+def test_normalise_field_collapses_whitespace_and_empties_to_none() -> None:
+    assert normalise_field("  A\n title\u00a0 ") == "A title"
+    assert normalise_field(" \n ") is None
+    assert normalise_field(None) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "title"),
+    [
+        ("Home \u00bb today \u00bb News \u00bb Storm hits the coast", "Storm hits the coast"),
+        ("Inicio \u203a Internacional \u203a Tormenta en la costa", "Tormenta en la costa"),
+        ("Home > World > Europe > Storm hits the coast", "Storm hits the coast"),
+        ("Startseite \u00bb Sturm an der K\u00fcste\u2026", "Sturm an der K\u00fcste"),
+    ],
+)
+def test_breadcrumb_is_dropped_and_gives_the_title(line: str, title: str) -> None:
+    assert split_breadcrumb([line, "Body."]) == (["Body."], title)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Prices rose 3 > 2 percent / year | analysts said so on Monday in a long note",
+        "The ratio is 1 / 2 and nothing more.",
+        "Plain first paragraph of an article.",
+    ],
+)
+def test_prose_is_not_a_breadcrumb(line: str) -> None:
+    assert split_breadcrumb([line, "Body."]) == ([line, "Body."], None)
+
+
+def test_title_line_is_dropped_and_a_truncated_title_completed() -> None:
+    body = ["Storm hits the coast, leaving thousands without power", "Text."]
+    assert drop_title_lines(body, "Storm hits the coast") == (["Text."], body[0])
+    assert drop_title_lines(["STORM HITS THE COAST", "Text."], "Storm hits the coast") == (
+        ["Text."],
+        "Storm hits the coast",
+    )
+
+
+def test_scraped_text_without_breadcrumb_takes_a_headline_shaped_first_line() -> None:
+    text = "Big storm hits the coast\n\nA storm hit the coast, officials said.\n\nMore later."
+    assert clean_scraped_text(text) == (
+        "A storm hit the coast, officials said.\n\nMore later.",
+        "Big storm hits the coast",
+    )
+    sentence = "A storm hit the coast, officials said.\n\nMore rain.\n\nEven more."
+    assert clean_scraped_text(sentence) == (sentence, None)
+
+
+def test_stated_title_wins_over_the_breadcrumb() -> None:
+    text = "Home \u00bb News \u00bb Short crumb\n\nStated title\n\nBody text of the article."
+    assert clean_scraped_text(text, "Stated title") == ("Body text of the article.", "Stated title")
+
+
+LONG = (
+    "The minister said the agreement covers training, equipment and exchanges of experts "
+    "from Moscow"
+)
+
+
+def test_pull_quote_contained_in_a_neighbour_is_dropped_either_side() -> None:
+    quote = "the agreement covers training, equipment and exchanges of experts from Moscow"
+    before = ["Intro.", f"\u201c{quote.capitalize()}\u201d", f"{LONG} from 2024.", "End."]
+    after = ["Intro.", f"{LONG} from 2024.", f"{quote}\u2026", "End."]
+    assert dedupe_paragraphs(before) == ["Intro.", f"{LONG} from 2024.", "End."]
+    assert dedupe_paragraphs(after) == ["Intro.", f"{LONG} from 2024.", "End."]
+
+
+def test_repeated_paragraph_is_kept_once_at_its_first_position() -> None:
+    assert dedupe_paragraphs([LONG, "Other.", LONG, "End."]) == [LONG, "Other.", "End."]
+    assert dedupe_paragraphs(["Same.", "Same.", "End."]) == ["Same.", "End."]
+
+
+def test_short_repeats_and_distant_repeats_are_content() -> None:
+    listing = ["Phone for $200", "See it now: Amazon", "Speaker for $400", "See it now: Amazon"]
+    assert dedupe_paragraphs(listing) == listing
+    distant = [LONG, "a.", "b.", "c.", "d.", LONG]
+    assert dedupe_paragraphs(distant) == distant
+    short_inside = ["Yes indeed.", "He said yes indeed and went home after the long meeting."]
+    assert dedupe_paragraphs(short_inside) == short_inside
+
+
+@pytest.mark.parametrize(
+    "footer",
+    [
+        ["________________________", "Collaborate with our work:", "We invite you to support us."],
+        ["Leave a Comment", "This site uses Akismet to reduce spam. Learn how."],
+        ["Share this:", "Twitter", "Facebook"],
+        ["Related articles", "Another story entirely"],
+        ["Deja un comentario", "Tu correo no ser\u00e1 publicado."],
+        ["Laisser un commentaire"],
+        ["Lascia un commento"],
+        ["\u041f\u043e\u0434\u0435\u043b\u0438\u0442\u044c\u0441\u044f"],
+        ["Your email address will not be published. Required fields are marked *"],
+    ],
+)
+def test_footer_is_cut(footer: list[str]) -> None:
+    body = [f"Paragraph {i} of the article, long enough to be prose." for i in range(4)]
+    assert cut_footer(body + footer) == body
+
+
+def test_furniture_inside_the_body_is_dropped_without_cutting() -> None:
+    body = ["First paragraph.", "Share on Facebook", "Second paragraph.", "Third paragraph."]
+    assert cut_footer(body) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
+    body = ["One.", "Two.", "Three.", "Read more: Another headline", "Four.", "\u00a9 Reuters"]
+    assert cut_footer(body) == ["One.", "Two.", "Three.", "Four."]
+
+
+def test_prose_starting_like_a_marker_is_kept() -> None:
+    body = [
+        "One.",
+        "Two.",
+        "Share prices fell sharply on Monday after the company warned that profits would "
+        "miss expectations for the third quarter running.",
+    ]
+    assert cut_footer(body) == body
+
+
+def test_stated_fields_are_normalised_and_kept() -> None:
+    article = make_article(
+        "Body text of an article that is long enough to pass the minimum length rule here.",
+        title="  Stated\n title ",
+        author="Caf\u00c3\u00a9 Writer",
+        url=" https://example.com/a ",
+    )
+    clean_article(article, Settings())
+    assert (article.title, article.author, article.url) == (
+        "Stated title",
+        "Caf\u00e9 Writer",
+        "https://example.com/a",
+    )
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+
+def test_html_metadata_is_read_for_the_extract_stage() -> None:
+    page = corpus_pages()[0]
+    _text, metadata = clean_html(page.html)
+    assert metadata["title"].startswith("Google Stadia, Microsoft xCloud, Apple Arcade")
+    assert metadata["date"] == "2019-11-19"
+    assert metadata["url"].startswith("https://www.wsj.com/articles/")
+
+
+def test_extraction_quality_on_the_corpus() -> None:
+    """Evaluation gate: measured P 0.951, R 0.976, F1 0.963 on all 88 pages."""
+    scores = score_extraction([(page.body, clean_html(page.html)[0]) for page in corpus_pages()])
+    assert scores.f1 >= 0.955
+    assert scores.precision >= 0.94
+    assert scores.recall >= 0.965
+
+
+# --- hostile input ----------------------------------------------------------------------
+
+HOSTILE = {
+    "empty text": ("", "text"),
+    "whitespace text": (" \n\t\u00a0\n ", "text"),
+    "empty html": ("", "html"),
+    "html without text": ("<html><head><title>x</title></head><body></body></html>", "html"),
+    "html of scripts": (
+        "<html><body>" + "<script>var a = 1;</script>" * 50 + "</body></html>",
+        "html",
+    ),
+    "nested divs": ("<div>" * 10_000 + "Deep text." + "</div>" * 10_000, "html"),
+    "binary as text": (bytes(range(256)).decode("latin-1") * 20, "text"),
+    "binary as html": (bytes(range(256)).decode("latin-1") * 20, "html"),
+    "nul bytes": ("\x00" * 500, "text"),
+    "markup debris": ("<<<>>> ||| ### 12345 %%% " * 40, "text"),
+    "unclosed tags": ("<p>" * 500 + "<b>Bold words but", "html"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_input_is_rejected_or_becomes_an_article(name: str) -> None:
+    raw, content_type = HOSTILE[name]
+    settings = Settings()
+    article = make_article(raw, content_type)
+    try:
+        for stage in (clean_article, detect_article_language, extract_article, enrich_article):
+            article = stage(article, settings)
+    except RejectedArticle as rejected:
+        assert rejected.reason
+    else:
+        assert isinstance(article, Article)
+        assert len(article.text) >= settings.min_text_chars
+
+
+@pytest.mark.parametrize(
+    "name", ["empty text", "whitespace text", "html without text", "nul bytes"]
+)
+def test_no_text_is_rejected_with_a_reason(name: str) -> None:
+    raw, content_type = HOSTILE[name]
+    with pytest.raises(RejectedArticle, match="no article text"):
+        clean_article(make_article(raw, content_type), Settings())

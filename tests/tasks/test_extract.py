@@ -1,0 +1,152 @@
+"""Extract stage: metadata precedence, dates and bylines from text, and named entities on
+the seed article."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from tasks.extract import (
+    author_from_text,
+    date_from_text,
+    extract_article,
+    find_entities,
+    parse_date,
+)
+from tasks.settings import Settings
+from tests.corpus import corpus_pages, make_article, processed_seed, run_stages
+
+SEED_PEOPLE = ["Kolokoltsev", "Díaz-Canel", "Raúl Castro", "Boris Titov", "Putin"]
+SEED_PLACES = ["Havana", "Moscow", "Nicaragua"]
+
+
+@pytest.mark.parametrize("name", SEED_PEOPLE + SEED_PLACES)
+def test_seed_entities_are_found(name: str) -> None:
+    assert any(name in entity.text for entity in processed_seed().entities)
+
+
+@pytest.mark.parametrize(
+    "name", ["Vladimir Kolokoltsev", "Kolokoltsev", "Raúl Castro", "Boris Titov", "Putin"]
+)
+def test_seed_people_are_persons(name: str) -> None:
+    labels = {e.label for e in processed_seed().entities if e.text == name}
+    assert labels == {"PERSON"}
+
+
+@pytest.mark.parametrize("name", SEED_PLACES)
+def test_seed_places_are_locations(name: str) -> None:
+    assert {e.label for e in processed_seed().entities if e.text == name} == {"LOC"}
+
+
+def test_seed_entities_are_unique_clean_and_in_the_three_labels() -> None:
+    entities = processed_seed().entities
+    pairs = [(e.text, e.label) for e in entities]
+    assert len(pairs) == len(set(pairs))
+    assert {e.label for e in entities} <= {"PERSON", "ORG", "LOC"}
+    assert not [e.text for e in entities if e.text.endswith(("\u2019s", "'s", "\u2019"))]
+    assert not [e.text for e in entities if e.text.lower().startswith("the ")]
+
+
+def test_possessives_and_articles_are_trimmed() -> None:
+    texts = {e.text for e in find_entities("The talks in London ended. Putin\u2019s plan failed.")}
+    assert "Putin" in texts
+    assert "London" in texts
+
+
+def test_entities_stop_at_the_configured_lead() -> None:
+    article = make_article("")
+    article.language = "en"
+    article.text = (
+        "Officials met in Paris on Monday. " + "Nothing happened. " * 50 + "Angela Merkel came."
+    )
+    extract_article(article, Settings(entity_max_chars=200))
+    assert [e.text for e in article.entities] == ["Paris"]
+
+
+def test_other_languages_get_no_entities_rather_than_wrong_ones() -> None:
+    article = make_article("")
+    article.language = "de"
+    article.text = (
+        "Bundeskanzler Olaf Scholz traf am Montag in Berlin den französischen Präsidenten."
+    )
+    assert extract_article(article, Settings()).entities == []
+
+
+def test_stated_fields_win_over_page_metadata() -> None:
+    stated = datetime(2020, 5, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    article = make_article("", title="Stated", published_at=stated, url="https://a.example/x")
+    article.page_metadata = {"title": "Meta", "date": "2019-01-01", "url": "https://b.example"}
+    article.language = "und"
+    extract_article(article, Settings())
+    assert (article.title, article.url) == ("Stated", "https://a.example/x")
+    assert article.published_at == datetime(2020, 5, 1, 10, tzinfo=UTC)
+
+
+def test_page_metadata_fills_missing_fields() -> None:
+    article = make_article("")
+    article.page_metadata = {
+        "title": "Meta title",
+        "author": "Jane Doe",
+        "date": "2019-11-19",
+        "url": "https://example.com/story",
+    }
+    extract_article(article, Settings())
+    assert (article.title, article.author, article.url) == (
+        "Meta title",
+        "Jane Doe",
+        "https://example.com/story",
+    )
+    assert article.published_at == datetime(2019, 11, 19, tzinfo=UTC)
+
+
+def test_html_page_gets_its_metadata_end_to_end() -> None:
+    page = corpus_pages()[0]
+    article = run_stages(make_article(page.html, "html"), Settings(entity_max_chars=0))
+    assert article.title is not None
+    assert article.title.startswith("Google Stadia, Microsoft xCloud, Apple Arcade")
+    assert article.published_at == datetime(2019, 11, 19, tzinfo=UTC)
+    assert article.url == page.url
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Headline\n\nPublished: March 5, 2021 10:30 am\n\nBody.", "en", datetime(2021, 3, 5)),
+        ("Headline\n\n5 de marzo de 2021\n\nCuerpo.", "es", datetime(2021, 3, 5)),
+        ("Headline\n\nUpdated 2022-07-14T08:00:00Z\n\nBody.", "und", datetime(2022, 7, 14, 8)),
+        ("Headline\n\n14. Juli 2022\n\nText.", "de", datetime(2022, 7, 14)),
+    ],
+)
+def test_date_from_the_first_lines(text: str, language: str, expected: datetime) -> None:
+    assert date_from_text(text, language) == expected.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "He said this Wednesday that the plan works.",
+        "In 1850 the town was founded, on May 3, 1850, by settlers.",
+        "No date here at all.\n\nNor here.",
+        "Planned for 1 January 2999.",
+    ],
+)
+def test_no_implausible_or_relative_dates(text: str) -> None:
+    assert date_from_text(text, "en") is None
+
+
+def test_byline_from_the_first_lines() -> None:
+    assert author_from_text("Headline\n\nBy Jane Doe | Reuters\n\nBody.") == "Jane Doe"
+    assert author_from_text("Titular\n\nPor María de la Cruz\n\nCuerpo.") == "María de la Cruz"
+    assert author_from_text("By the way, the minister said nothing.") is None
+
+
+@pytest.mark.parametrize("value", ["2019-11-19", "2019-11-19T10:00:00+02:00", "2019-11-19 08:00"])
+def test_parse_date_is_utc(value: str) -> None:
+    parsed = parse_date(value)
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(0)
+
+
+def test_parse_date_rejects_garbage() -> None:
+    assert parse_date("yesterday") is None
