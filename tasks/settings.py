@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Processes for the CPU-bound stages; 1 runs them in the flow's process.",
     )
+    batches_in_flight: int = Field(
+        2,
+        ge=1,
+        description="Batches fetched and processed at once while the oldest is written; "
+        "memory grows with it. On Dask, at least the number of worker processes.",
+    )
     fetch_concurrency: int = Field(16, ge=1, description="Parallel S3 downloads per batch.")
     max_object_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="Objects larger than this (stored size) are rejected."
@@ -41,7 +47,7 @@ class Settings(BaseSettings):
         80, ge=1, description="Cleaned text shorter than this is rejected as 'no article text'."
     )
     entity_max_chars: int = Field(
-        4000,
+        8000,
         ge=0,
         description="Named entities are found in the first N characters (title + lead): the "
         "NER model is the most expensive step and news names its actors early.",
