@@ -9,6 +9,7 @@ queries the lake with DuckDB.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import socket
 from importlib.resources import files
@@ -55,6 +56,7 @@ def start_local_s3() -> str:
     """moto's S3 server in a thread on 127.0.0.1; returns its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = _free_port()
     ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
     endpoint = f"http://127.0.0.1:{port}"
