@@ -60,6 +60,83 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deployment_settings(args: argparse.Namespace) -> Any:
+    from deployments.definitions import DeploymentSettings
+
+    overrides = {"input_uri": args.input, "output_uri": args.output, "sweep_cron": args.cron}
+    return DeploymentSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from prefect import serve
+
+    from deployments.definitions import build_deployments
+
+    serve(*build_deployments(_deployment_settings(args)))
+    return 0
+
+
+def command_deploy(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from prefect import deploy
+
+    from deployments.definitions import build_deployments
+
+    deploy(*build_deployments(_deployment_settings(args)), work_pool_name=args.pool)
+    return 0
+
+
+def command_listen(args: argparse.Namespace) -> int:
+    import logging
+
+    import boto3
+
+    from deployments.bridge import Bridge, stop_on_signals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    bridge = Bridge(boto3.client("sqs"), args.queue, wait_seconds=args.wait)
+    stop_on_signals(bridge)
+    bridge.run()
+    return 0
+
+
+def command_emit(args: argparse.Namespace) -> int:
+    from deployments.bridge import post_events
+    from deployments.events import objects_created_events, parse_object_uri
+
+    keys: dict[str, list[str]] = {}
+    for bucket, key in map(parse_object_uri, args.uri):
+        keys.setdefault(bucket, []).append(key)
+    events = [e for bucket, ks in keys.items() for e in objects_created_events(bucket, ks)]
+    post_events(events)
+    print(f"sent {len(events)} events for {len(args.uri)} objects")
+    return 0
+
+
+def command_backfill(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from flows.backfill import backfill_articles
+
+    summary = backfill_articles(
+        input_uri=args.input,
+        output_uri=args.output,
+        source=args.source,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        prefix=args.prefix,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _add_deployment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", help="s3://BUCKET/PREFIX (default: NEWSFLOW_INPUT_URI)")
+    parser.add_argument("--output", help="lake root (default: NEWSFLOW_OUTPUT_URI)")
+    parser.add_argument("--cron", help="sweep schedule (default: NEWSFLOW_SWEEP_CRON, */15)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="newsflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run everything locally on bundled samples")
     demo.add_argument("--output", default="newsflow-demo-lake", help="where to write the demo lake")
     demo.set_defaults(handler=command_demo)
+
+    serve = commands.add_parser("serve", help="serve all deployments from this process")
+    _add_deployment_arguments(serve)
+    serve.set_defaults(handler=command_serve)
+
+    deploy = commands.add_parser("deploy", help="register all deployments with a work pool")
+    _add_deployment_arguments(deploy)
+    deploy.add_argument("--pool", required=True, help="a process work pool with a worker")
+    deploy.set_defaults(handler=command_deploy)
+
+    listen = commands.add_parser("listen", help="forward S3 notifications from SQS to Prefect")
+    listen.add_argument("--queue", required=True, help="SQS queue URL")
+    listen.add_argument("--wait", type=int, default=10, help="long-poll seconds (max 20)")
+    listen.set_defaults(handler=command_listen)
+
+    emit = commands.add_parser("emit", help="announce uploaded objects, as the bridge does")
+    emit.add_argument("uri", nargs="+", help="s3://BUCKET/KEY of an uploaded object")
+    emit.set_defaults(handler=command_emit)
+
+    backfill = commands.add_parser("backfill", help="reprocess a source, date range or prefix")
+    backfill.add_argument("--input", required=True, help="s3://BUCKET/PREFIX of the raw articles")
+    backfill.add_argument("--output", required=True, help="lake root")
+    backfill.add_argument("--source", help="reprocess this source")
+    backfill.add_argument("--from", dest="date_from", help="first partition date, YYYY-MM-DD")
+    backfill.add_argument("--to", dest="date_to", help="last partition date, YYYY-MM-DD")
+    backfill.add_argument("--prefix", help="reprocess object keys starting with this")
+    backfill.set_defaults(handler=command_backfill)
     return parser
 
 

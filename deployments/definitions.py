@@ -1,0 +1,93 @@
+"""Every newsflow deployment, defined once and used by both `newsflow serve` and
+`newsflow deploy` (so there is no prefect.yaml to drift from the code).
+
+- `ingest-articles/sweep`: every 15 minutes (NEWSFLOW_SWEEP_CRON), everything new under
+  the input prefix. Catches whatever no event announced.
+- `ingest-articles/on-upload`: no schedule; a trigger on `newsflow.objects.created`
+  events for the input bucket starts a run for just the event's keys, seconds after the
+  upload.
+- `backfill-articles/backfill`: manual; reprocesses a source, a date range or a prefix.
+
+Overlap: the lease beside the ledger serialises every writer of one output root, across
+deployments; a run that waited lists only once it holds the lease, so it sees the other
+runs' commits and never claims an object twice. On top of that, the sweep and the
+backfill run one at a time and queue the rest (ENQUEUE), so slow sweeps cannot pile up.
+The on-upload deployment has no such limit on purpose: the server re-offers a queued run
+only every 30 s (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS), which would
+delay the second of two quick uploads by half a minute; waiting for the lease costs ~1 s.
+The runner's or work pool's process limit bounds how many of them wait at once.
+Adding a deployment (compaction, say) is one more line in `build_deployments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deployments.events import OBJECTS_CREATED, bucket_resource_id
+from flows.backfill import backfill_articles
+from flows.ingest import ingest_articles
+from tasks.storage import S3Location
+
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+class DeploymentSettings(BaseSettings):
+    """Where the deployed flows read and write, and when the sweep runs (NEWSFLOW_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    input_uri: str = Field(description="s3://BUCKET/PREFIX holding the raw articles.")
+    output_uri: str = Field(description="The lake root: s3://BUCKET/PREFIX or a local path.")
+    sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
+    timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")
+
+
+def upload_trigger(bucket: str) -> DeploymentEventTrigger:
+    """Run for just the keys an objects-created event names, one run per event."""
+    return DeploymentEventTrigger(
+        name=f"objects created in {bucket}",
+        expect={OBJECTS_CREATED},
+        match={"prefect.resource.id": bucket_resource_id(bucket)},
+        parameters={"keys": "{{ event.payload.object_keys }}"},
+    )
+
+
+def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
+    location = S3Location.parse(settings.input_uri)
+    paths: dict[str, Any] = {"input_uri": str(location), "output_uri": settings.output_uri}
+    common: dict[str, Any] = {
+        "entrypoint_type": EntrypointType.MODULE_PATH,  # importable wherever newsflow is installed
+        "tags": ["newsflow"],
+    }
+    return [
+        ingest_articles.to_deployment(
+            name="sweep",
+            description="Everything new under the input prefix, on a schedule.",
+            schedules=[Cron(settings.sweep_cron, timezone=settings.timezone, slug="sweep")],
+            parameters=paths,
+            concurrency_limit=ONE_AT_A_TIME,
+            **common,
+        ),
+        ingest_articles.to_deployment(
+            name="on-upload",
+            description="Just the objects an upload event names, seconds after the upload.",
+            triggers=[upload_trigger(location.bucket)],
+            parameters=paths,
+            **common,
+        ),
+        backfill_articles.to_deployment(
+            name="backfill",
+            description="Reprocess a source, date range or prefix, replacing its rows.",
+            parameters=paths,
+            concurrency_limit=ONE_AT_A_TIME,
+            **common,
+        ),
+    ]

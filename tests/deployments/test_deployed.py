@@ -1,0 +1,267 @@
+"""The deployments on a real Prefect server: registration, S3 -> SQS -> bridge -> event ->
+triggered run, backfill through `prefect deployment run`, and overlapping runs.
+
+Every test asserts what landed in the lake (rows read back with pyarrow) and in the
+ledger, the same files a reader of the lake would see.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, StateType
+
+from deployments.definitions import DeploymentSettings, build_deployments
+from tasks.ledger import Ledger, current_versions
+from tasks.settings import Settings
+from tasks.storage import OutputRoot
+from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
+
+TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+
+
+def article(topic: str, number: int) -> bytes:
+    return (
+        f"Report {number} on {topic}. The harbour authority said on Tuesday that the "
+        f"dockworkers' strike over {topic} entered its {number}th day, with ships waiting "
+        "outside the port and unions calling for talks with the operators before the weekend."
+    ).encode()
+
+
+def upload(
+    stack: Stack, s3: Any, source: str, count: int, extra: dict[str, bytes] | None = None
+) -> list[str]:
+    objects = {
+        f"{INPUT_PREFIX}{source}/2026/story-{i}.txt": article(source, i) for i in range(count)
+    }
+    objects.update(extra or {})
+    for key, body in objects.items():
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
+    return sorted(objects)
+
+
+def lake_rows(output: Path) -> list[dict[str, Any]]:
+    """Every article and reject row: (object_key, line_number, ingested_at, kind)."""
+    rows = []
+    for kind in ("articles", "rejects"):
+        if (output / kind).exists():
+            table = ds.dataset(output / kind, format="parquet", partitioning="hive").to_table(
+                columns=["object_key", "line_number", "ingested_at"]
+            )
+            rows += [{**row, "kind": kind} for row in table.to_pylist()]
+    return rows
+
+
+def ledger_table(output: Path) -> pa.Table:
+    return Ledger.load(OutputRoot.open(str(output), Settings())).table
+
+
+def ledger_counts(output: Path) -> Counter[str]:
+    """Commits per object key: more than one means the object was processed again."""
+    return Counter(ledger_table(output).column("object_key").to_pylist())
+
+
+def assert_each_input_once(output: Path) -> None:
+    seen = Counter((row["object_key"], row["line_number"]) for row in lake_rows(output))
+    doubled = [key for key, count in seen.items() if count > 1]
+    assert not doubled, f"rows present twice: {doubled}"
+
+
+def keys_in_lake(output: Path, keys: list[str]) -> bool:
+    return set(keys) <= {row["object_key"] for row in lake_rows(output)}
+
+
+def runs_of(stack: Stack, deployment: str, since: datetime) -> list[FlowRun]:
+    with stack.client() as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        runs = client.read_flow_runs(limit=200)
+    return [
+        r for r in runs if r.deployment_id == deployment_id and r.created and r.created >= since
+    ]
+
+
+def wait_finished(stack: Stack, run_ids: list, timeout: float) -> list[FlowRun]:
+    def finished() -> list[FlowRun] | None:
+        with stack.client() as client:
+            runs = [client.read_flow_run(run_id) for run_id in run_ids]
+        return runs if all(r.state and r.state.type in TERMINAL for r in runs) else None
+
+    return wait_until(finished, timeout, f"flow runs {run_ids} to finish", every=1)
+
+
+def test_deployments_register_with_schedule_trigger_and_parameters(stack: Stack) -> None:
+    parameters = {"input_uri": stack.input_uri, "output_uri": str(stack.output)}
+    with stack.client() as client:
+        deployed = {
+            name: client.read_deployment_by_name(name)
+            for name in (
+                "ingest-articles/sweep",
+                "ingest-articles/on-upload",
+                "backfill-articles/backfill",
+            )
+        }
+        automations = client.read_automations()
+    for deployment in deployed.values():
+        assert deployment.parameters == parameters
+    for name in ("ingest-articles/sweep", "backfill-articles/backfill"):
+        assert deployed[name].global_concurrency_limit.limit == 1
+        assert (
+            deployed[name].concurrency_options.collision_strategy
+            == ConcurrencyLimitStrategy.ENQUEUE
+        )
+    assert (
+        deployed["ingest-articles/on-upload"].global_concurrency_limit is None
+    )  # the lease serialises
+
+    sweep = deployed["ingest-articles/sweep"]
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in sweep.schedules] == [
+        (TEST_CRON, "UTC", True)
+    ]
+    assert not deployed["ingest-articles/on-upload"].schedules
+    assert not deployed["backfill-articles/backfill"].schedules
+
+    triggers = {
+        action.deployment_id: automation
+        for automation in automations
+        for action in automation.actions
+        if getattr(action, "deployment_id", None)
+    }
+    assert set(triggers) == {deployed["ingest-articles/on-upload"].id}
+    upload_trigger = triggers[deployed["ingest-articles/on-upload"].id]
+    assert upload_trigger.trigger.expect == {"newsflow.objects.created"}
+    assert upload_trigger.trigger.match.model_dump() == {
+        "prefect.resource.id": f"s3.bucket.{stack.bucket}"
+    }
+    (action,) = upload_trigger.actions
+    assert "event.payload.object_keys" in str(action.parameters["keys"])
+
+    # The default sweep schedule, for when NEWSFLOW_SWEEP_CRON is not set.
+    default = build_deployments(DeploymentSettings(input_uri="s3://b/in", output_uri="/lake"))
+    assert default[0].schedules[0].schedule.cron == "*/15 * * * *"
+
+
+def test_upload_to_rows_through_sqs_bridge_and_trigger(stack: Stack, s3: Any) -> None:
+    since = datetime.now(UTC)
+    started = time.monotonic()
+    keys = upload(stack, s3, "e2e-wire", 3)
+
+    wait_until(lambda: keys_in_lake(stack.output, keys), 60, f"{keys} in the lake")
+    assert time.monotonic() - started < 60
+
+    rows = [row for row in lake_rows(stack.output) if row["object_key"] in keys]
+    assert sorted(row["object_key"] for row in rows) == keys
+    assert {row["kind"] for row in rows} == {"articles"}
+    # Triggered runs, for just the uploaded keys: not a sweep of the whole prefix.
+    triggered = runs_of(stack, "ingest-articles/on-upload", since)
+    assert triggered and all(set(run.parameters["keys"]) <= set(keys) for run in triggered)
+    assert set().union(*(run.parameters["keys"] for run in triggered)) == set(keys)
+    assert not [run for run in runs_of(stack, "ingest-articles/sweep", since) if run.start_time]
+    assert_each_input_once(stack.output)
+
+    # The same announcement again, by hand (or redelivered after a bridge crash): a run for
+    # just that key, which finds it already in the lake.
+    again = datetime.now(UTC)
+    emitted = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "emit", f"s3://{stack.bucket}/{keys[0]}"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert emitted.returncode == 0, emitted.stdout + emitted.stderr
+    (rerun,) = wait_until(
+        lambda: runs_of(stack, "ingest-articles/on-upload", again), 30, "the emitted event's run"
+    )
+    (rerun,) = wait_finished(stack, [rerun.id], 60)
+    assert rerun.parameters["keys"] == [keys[0]] and rerun.state.type == StateType.COMPLETED
+    assert ledger_counts(stack.output)[keys[0]] == 1
+    assert_each_input_once(stack.output)
+
+
+def test_backfill_deployment_run_replaces_rows_without_duplicates(stack: Stack, s3: Any) -> None:
+    unreadable = {f"{INPUT_PREFIX}backfill-src/2026/scan.bin": b"\x00\x01 not an article"}
+    keys = upload(stack, s3, "backfill-src", 2, unreadable)
+    wait_until(lambda: keys_in_lake(stack.output, keys), 60, f"{keys} in the lake")
+    before = {(r["object_key"], r["line_number"], r["kind"]): r for r in lake_rows(stack.output)}
+    others_before = {k: r for k, r in before.items() if k[0] not in keys}
+    started = datetime.now(UTC)
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "deployment",
+            "run",
+            "backfill-articles/backfill",
+            "--param",
+            'source="backfill-src"',
+            "--watch",
+            "--watch-interval",
+            "1",
+            "--watch-timeout",
+            "90",
+        ],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = runs_of(stack, "backfill-articles/backfill", started)
+    assert run.state.type == StateType.COMPLETED
+
+    after = {(r["object_key"], r["line_number"], r["kind"]): r for r in lake_rows(stack.output)}
+    assert_each_input_once(stack.output)
+    mine = {k: r for k, r in after.items() if k[0] in keys}
+    assert set(mine) == {k for k in before if k[0] in keys}, "the same rows, no more, no fewer"
+    assert {k[2] for k in mine} == {"articles", "rejects"}
+    assert all(r["ingested_at"] >= started for r in mine.values()), "rows were not replaced"
+    assert {k: r for k, r in after.items() if k[0] not in keys} == others_before, (
+        "backfill touched other sources"
+    )
+    current = current_versions(ledger_table(stack.output)).to_pylist()
+    assert all(row["committed_at"] >= started for row in current if row["object_key"] in keys)
+
+
+def test_overlapping_sweep_and_triggered_runs_process_each_object_once(
+    stack: Stack, s3: Any
+) -> None:
+    since = datetime.now(UTC)
+    with stack.client() as client:
+        sweep_id = client.read_deployment_by_name("ingest-articles/sweep").id
+        # The sweep starts as the uploads land and their events trigger runs.
+        sweep = client.create_flow_run_from_deployment(sweep_id)
+        keys = upload(stack, s3, "overlap-src", 8)
+        on_upload_id = client.read_deployment_by_name("ingest-articles/on-upload").id
+        by_hand = client.create_flow_run_from_deployment(on_upload_id, parameters={"keys": keys})
+
+    wait_until(lambda: keys_in_lake(stack.output, keys), 90, f"{keys} in the lake")
+    triggered = wait_until(
+        lambda: runs_of(stack, "ingest-articles/on-upload", since), 30, "triggered runs"
+    )
+    runs = wait_finished(stack, [sweep.id, by_hand.id, *(r.id for r in triggered)], 90)
+    assert all(run.state.type == StateType.COMPLETED for run in runs), [r.state for r in runs]
+
+    # They really overlapped: the sweep ran while an upload run was running.
+    sweep_run = next(r for r in runs if r.id == sweep.id)
+    assert any(
+        r.start_time < sweep_run.end_time and sweep_run.start_time < r.end_time
+        for r in runs
+        if r.id != sweep.id
+    ), "the runs did not overlap; the test proves nothing"
+
+    counts = ledger_counts(stack.output)
+    assert all(counts[key] == 1 for key in keys), {k: counts[k] for k in keys}
+    assert_each_input_once(stack.output)
+    assert (
+        sorted(r["object_key"] for r in lake_rows(stack.output) if r["object_key"] in keys) == keys
+    )
