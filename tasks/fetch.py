@@ -45,6 +45,10 @@ _META_CHARSET = re.compile(
 )
 
 
+class IncompleteDownload(ConnectionError):
+    """The connection broke before the whole object arrived; the fetch task retries."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRef:
     """One version of one input object, as listed."""
@@ -206,7 +210,10 @@ class JsonArticle(BaseModel):
     def _as_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC equivalent
+            raise ValueError("date out of range once converted to UTC") from None
 
 
 def _json_depth(value: Any, limit: int) -> bool:
@@ -331,6 +338,12 @@ def download(client: Any, bucket: str, ref: ObjectRef, settings: Settings) -> by
         data: bytes = body.read(settings.max_object_bytes + 1)
     if len(data) > settings.max_object_bytes:
         return f"object exceeds the {settings.max_object_bytes}-byte limit"
+    # A bounded read returns what arrived before the connection broke, without checking
+    # Content-Length: a cut-off body must fail (and be retried), not become a short article.
+    if len(data) != response["ContentLength"]:
+        raise IncompleteDownload(
+            f"s3://{bucket}/{ref.key}: got {len(data)} of {response['ContentLength']} bytes"
+        )
     return data
 
 
@@ -352,7 +365,11 @@ def fetch_objects(
         if isinstance(data, str):
             rejects.append(Reject(ref.key, ref.etag, "fetch", data))
             continue
-        object_articles, object_rejects = parse_object(ref, data, location, settings)
+        try:
+            object_articles, object_rejects = parse_object(ref, data, location, settings)
+        except Exception as error:  # parsing is pure: one poison object must not fail the batch
+            reason = f"fetch failed on this input: {type(error).__name__}: {error}"[:500]
+            object_articles, object_rejects = [], [Reject(ref.key, ref.etag, "fetch", reason)]
         articles += object_articles
         rejects += object_rejects
     return Batch(batch_id_for(refs), articles, rejects)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,6 +131,61 @@ class LeaseUnavailable(RuntimeError):
     """Another run holds the output's lease for longer than this run is willing to wait."""
 
 
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of `pid` in clock ticks since boot (Linux), None if it is not running.
+
+    With the pid it names one process uniquely: a recycled pid has another start time.
+    """
+    stat = _read_text(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_identity() -> dict[str, str]:
+    """Where and which process this is, precisely enough to tell later that it has died.
+
+    Empty where /proc is missing (not Linux): such holders are only ever seen to expire.
+    The boot id and pid namespace stop a container with the same host name (or a reboot)
+    from mistaking a live holder elsewhere for a dead local one.
+    """
+    boot = _read_text("/proc/sys/kernel/random/boot_id")
+    started = _process_start(os.getpid())
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return {}
+    if boot is None or started is None:
+        return {}
+    return {"boot_id": boot, "pid_ns": namespace, "pid": str(os.getpid()), "started": started}
+
+
+def holder_is_dead(holder: dict[str, Any]) -> bool:
+    """True only when the holder provably ran on this machine and no longer runs.
+
+    Lets the next run take over at once after a crash on the same machine (a killed CLI,
+    a restarted worker) instead of waiting out `lease_seconds`.
+    """
+    mine = process_identity()
+    if not mine or holder.get("host") != socket.gethostname():
+        return False
+    if holder.get("boot_id") != mine["boot_id"] or holder.get("pid_ns") != mine["pid_ns"]:
+        return False
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _process_start(pid) != holder.get("started")
+
+
 @dataclass(slots=True)
 class Lease:
     """Exclusive right to write to one output root, renewed by its holder as it works.
@@ -146,7 +202,12 @@ class Lease:
     def _body(self) -> bytes:
         expires = datetime.now(UTC) + timedelta(seconds=self.settings.lease_seconds)
         return json.dumps(
-            {"owner": self.owner, "host": socket.gethostname(), "expires_at": expires.isoformat()}
+            {
+                "owner": self.owner,
+                "host": socket.gethostname(),
+                "expires_at": expires.isoformat(),
+                **process_identity(),
+            }
         ).encode()
 
     def _try_create(self) -> bool:
@@ -190,6 +251,11 @@ class Lease:
         except (OSError, ValueError, KeyError):
             return None  # being replaced this instant: look again
 
+    def _delete_if_owner(self, owner: str | None) -> None:
+        holder = self._read()
+        if holder is not None and holder.get("owner") == owner:
+            self._delete()
+
     def _delete(self) -> None:
         with suppress(FileNotFoundError):
             self.root.filesystem.delete_file(self.root.path(LEASE_FILE))
@@ -205,10 +271,13 @@ class Lease:
         deadline = time.monotonic() + self.settings.lease_wait_seconds
         while not self._try_create():
             holder = self._read()
-            if holder is not None and datetime.fromisoformat(holder["expires_at"]) < datetime.now(
-                UTC
+            if holder is not None and (
+                datetime.fromisoformat(holder["expires_at"]) < datetime.now(UTC)
+                or holder_is_dead(holder)
             ):
-                self._delete()  # its holder died; the next _try_create races fairly for it
+                # Its holder died. Delete only that holder's lease: another waiter may have
+                # taken it over since we read it. The next _try_create races fairly.
+                self._delete_if_owner(holder.get("owner"))
                 continue
             if time.monotonic() > deadline:
                 raise LeaseUnavailable(
@@ -232,11 +301,31 @@ class Lease:
             self._delete()
 
 
+def _heartbeat(lease: Lease, stop: threading.Event) -> None:
+    """Renew every third of the lease while the run lives, however long a batch takes.
+
+    Without it the lease only moved on between batches, so a batch slower than
+    `lease_seconds` let a second run take over while the first was still writing.
+    """
+    while not stop.wait(lease.settings.lease_seconds / 3):
+        try:
+            lease.renew()
+        except Exception:
+            return  # lost or unreachable: the run's own renew() after its batch fails loudly
+
+
 @contextmanager
 def hold_lease(root: OutputRoot, settings: Settings, owner: str | None = None) -> Iterator[Lease]:
     lease = Lease(root, settings, owner or uuid.uuid4().hex)
     lease.acquire()
+    stop = threading.Event()
+    heartbeat = threading.Thread(
+        target=_heartbeat, args=(lease, stop), name="lease-heartbeat", daemon=True
+    )
+    heartbeat.start()
     try:
         yield lease
     finally:
+        stop.set()
+        heartbeat.join()
         lease.release()

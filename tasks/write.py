@@ -19,6 +19,7 @@ and the next run finishes the publish before doing anything else (`recover_outpu
 from __future__ import annotations
 
 import posixpath
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -127,7 +128,9 @@ def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
         root.filesystem.move(info.path, root.path(relative))
     for relative, keys in ledger.superseded_paths(batch_id).items():
         _remove_rows(root, relative, keys)
-    root.filesystem.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
+    # A crash between these two leaves staging without its marker: tolerate that on rerun.
+    with suppress(FileNotFoundError):
+        root.filesystem.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
     root.filesystem.delete_dir(staging)
 
 
