@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 import zlib
@@ -30,6 +31,7 @@ from tasks.schema import Article, ContentType, Reject, RejectedArticle, object_f
 from tasks.settings import Settings
 from tasks.storage import S3Location
 
+logger = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {
     ".html": "html",
     ".htm": "html",
@@ -63,9 +65,14 @@ class ObjectRef:
         return object_fingerprint(self.key, self.etag)
 
 
-def batch_id_for(refs: Iterable[ObjectRef]) -> str:
-    """Same objects, same id: a retried or rerun batch overwrites its own files."""
-    digest = hashlib.blake2b(digest_size=8)
+def batch_id_for(refs: Iterable[ObjectRef], salt: str = "") -> str:
+    """Same objects, same id: a retried or rerun batch overwrites its own files.
+
+    A reprocessing run salts it with its run id: the new batch must not overwrite the
+    ledger entry of the batch it replaces, or rows that move to another partition would
+    leave their old file behind, unreferenced.
+    """
+    digest = hashlib.blake2b(salt.encode(), digest_size=8)
     for fingerprint in sorted(ref.fingerprint for ref in refs):
         digest.update(fingerprint)
     return digest.hexdigest()
@@ -77,6 +84,10 @@ def list_objects(
     """Stream the objects under the prefix (or just `keys`), one listing page at a time."""
     if keys is not None:
         for key in keys:
+            if not key.startswith(location.prefix):
+                # An event for another prefix (the lake's own writes, say) is not input.
+                logger.warning("skipping %r: not under %s", key, location)
+                continue
             try:
                 head = client.head_object(Bucket=location.bucket, Key=key)
             except ClientError as error:
@@ -348,7 +359,7 @@ def download(client: Any, bucket: str, ref: ObjectRef, settings: Settings) -> by
 
 
 def fetch_objects(
-    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings
+    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings, salt: str = ""
 ) -> Batch:
     """Download and parse a batch with bounded concurrency."""
     with ThreadPoolExecutor(
@@ -372,15 +383,15 @@ def fetch_objects(
             object_articles, object_rejects = [], [Reject(ref.key, ref.etag, "fetch", reason)]
         articles += object_articles
         rejects += object_rejects
-    return Batch(batch_id_for(refs), articles, rejects)
+    return Batch(batch_id_for(refs, salt), articles, rejects)
 
 
 @task(name="fetch", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
 def fetch_batch(
-    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings
+    client: Any, location: S3Location, refs: list[ObjectRef], settings: Settings, salt: str = ""
 ) -> Batch:
     """Download a batch of new objects; retried because S3 can fail where parsing cannot."""
-    batch = fetch_objects(client, location, refs, settings)
+    batch = fetch_objects(client, location, refs, settings, salt)
     get_run_logger().info(
         "batch %s: fetched %d objects -> %d articles, %d rejected at fetch",
         batch.batch_id,

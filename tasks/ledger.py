@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from tasks.schema import LEDGER_SCHEMA
 from tasks.settings import Settings
-from tasks.storage import OutputRoot, s3_client, write_atomically
+from tasks.storage import OutputRoot, write_atomically
 
 LEDGER_DIR = "_ledger"
 LEASE_FILE = "_lease.json"
@@ -213,7 +213,7 @@ class Lease:
     def _try_create(self) -> bool:
         if self.root.s3 is not None:
             try:
-                self._s3().put_object(
+                self.root.client.put_object(
                     Bucket=self.root.s3.bucket,
                     Key=self._s3_key(),
                     Body=self._body(),
@@ -257,11 +257,7 @@ class Lease:
             self._delete()
 
     def _delete(self) -> None:
-        with suppress(FileNotFoundError):
-            self.root.filesystem.delete_file(self.root.path(LEASE_FILE))
-
-    def _s3(self) -> Any:
-        return s3_client(self.settings)
+        self.root.delete_file(self.root.path(LEASE_FILE))
 
     def _s3_key(self) -> str:
         assert self.root.s3 is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,21 +78,24 @@ def _arrow_s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
 class OutputRoot:
     """The output root as a pyarrow filesystem plus a base path on it.
 
-    `s3` is set when the root is on S3: the lease needs conditional writes, which only
-    boto3 offers.
+    Reads and writes go through pyarrow. On S3, moves and deletes go through boto3
+    (`client`): pyarrow re-creates an empty "directory" object for the parent of every
+    file it deletes, and those markers would show up as uploads in bucket notifications.
+    The lease's conditional write needs boto3 too.
     """
 
     uri: str
     filesystem: pafs.FileSystem
     base: str
     s3: S3Location | None
+    client: Any = None
 
     @classmethod
     def open(cls, uri: str, settings: Settings) -> OutputRoot:
         if uri.startswith("s3://"):
             location = S3Location.parse(uri)
             base = f"{location.bucket}/{location.prefix}".rstrip("/")
-            return cls(uri, _arrow_s3_filesystem(settings), base, location)
+            return cls(uri, _arrow_s3_filesystem(settings), base, location, s3_client(settings))
         if "://" in uri:
             raise ValueError(f"output must be a local path or s3://BUCKET/PREFIX, got {uri!r}")
         path = Path(uri).expanduser().resolve()
@@ -107,6 +111,40 @@ class OutputRoot:
         marker objects that would only fire spurious upload notifications."""
         if self.s3 is None:
             self.filesystem.create_dir(path, recursive=True)
+
+    def move(self, source: str, target: str) -> None:
+        """Replace `target` with `source` in one step for readers (rename, or S3 copy)."""
+        if self.s3 is None:
+            self.filesystem.move(source, target)
+            return
+        bucket, source_key = source.split("/", 1)
+        target_key = target.split("/", 1)[1]
+        self.client.copy_object(
+            Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key}
+        )
+        self.client.delete_object(Bucket=bucket, Key=source_key)
+
+    def delete_file(self, path: str) -> None:
+        """Delete one file; a missing one is not an error (deletes are retried)."""
+        if self.s3 is None:
+            with suppress(FileNotFoundError):
+                self.filesystem.delete_file(path)
+            return
+        bucket, key = path.split("/", 1)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_tree(self, path: str) -> None:
+        """Delete a folder and everything under it; a missing one is not an error."""
+        if self.s3 is None:
+            with suppress(FileNotFoundError):
+                self.filesystem.delete_dir(path)
+            return
+        bucket, prefix = path.rstrip("/").split("/", 1)
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def write_atomically(root: OutputRoot, path: str, data: bytes) -> None:
@@ -124,4 +162,4 @@ def write_atomically(root: OutputRoot, path: str, data: bytes) -> None:
     hidden = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
     with root.filesystem.open_output_stream(hidden) as stream:
         stream.write(data)
-    root.filesystem.move(hidden, path)
+    root.move(hidden, path)

@@ -19,7 +19,6 @@ and the next run finishes the publish before doing anything else (`recover_outpu
 from __future__ import annotations
 
 import posixpath
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -109,11 +108,11 @@ def _remove_rows(root: OutputRoot, relative: str, keys: set[str]) -> None:
     if remaining.num_rows == table.num_rows:
         return
     if remaining.num_rows == 0:
-        root.filesystem.delete_file(path)
+        root.delete_file(path)
         return
     hidden = posixpath.join(posixpath.dirname(path), f".rewrite-{posixpath.basename(path)}.tmp")
     pq.write_table(remaining, hidden, filesystem=root.filesystem, compression="zstd")
-    root.filesystem.move(hidden, path)
+    root.move(hidden, path)
 
 
 def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
@@ -125,13 +124,12 @@ def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
             continue
         relative = posixpath.relpath(info.path, staging)
         root.ensure_dir(posixpath.dirname(root.path(relative)))
-        root.filesystem.move(info.path, root.path(relative))
+        root.move(info.path, root.path(relative))
     for relative, keys in ledger.superseded_paths(batch_id).items():
         _remove_rows(root, relative, keys)
-    # A crash between these two leaves staging without its marker: tolerate that on rerun.
-    with suppress(FileNotFoundError):
-        root.filesystem.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
-    root.filesystem.delete_dir(staging)
+    # A crash between these two leaves staging without its marker: tolerated on rerun.
+    root.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
+    root.delete_tree(staging)
 
 
 def recover_output(root: OutputRoot, ledger: Ledger) -> list[str]:
@@ -144,7 +142,7 @@ def recover_output(root: OutputRoot, ledger: Ledger) -> list[str]:
         if ledger.is_committed(info.base_name):
             publish_batch(root, info.base_name, ledger)
         else:
-            root.filesystem.delete_dir(info.path)
+            root.delete_tree(info.path)
         recovered.append(info.base_name)
     return recovered
 
@@ -155,7 +153,7 @@ def write_batch_files(
     """Stage, commit and publish one batch (see the module docstring)."""
     now = datetime.now(UTC)
     staging = root.path(STAGING_DIR, batch.batch_id)
-    root.filesystem.delete_dir_contents(staging, missing_dir_ok=True)
+    root.delete_tree(staging)
     root.ensure_dir(staging)
     with root.filesystem.open_output_stream(posixpath.join(staging, PUBLISHING_MARKER)) as marker:
         marker.write(b"")
@@ -184,7 +182,7 @@ def write_batch_files(
     rows = _ledger_rows(refs, batch, files_of_key, now)
     _write_parquet(root, rows, posixpath.join(staging, "ledger.parquet"))
     root.ensure_dir(root.path(LEDGER_DIR))
-    root.filesystem.move(
+    root.move(
         posixpath.join(staging, "ledger.parquet"),
         root.path(LEDGER_DIR, f"{batch.batch_id}.parquet"),
     )

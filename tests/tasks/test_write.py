@@ -97,6 +97,9 @@ def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) ->
     ]
     ledger = Ledger.load(root)
     assert len(ledger) == 2  # current versions
+    if root.s3 is not None:
+        listed = root.client.list_objects_v2(Bucket=root.s3.bucket)["Contents"]
+        assert not [o["Key"] for o in listed if o["Key"].endswith("/")], "directory markers"
     assert ledger.contains([ObjectRef("in/a/1.txt", "e1c", 0, MODIFIED).fingerprint]).tolist() == [
         True
     ]
@@ -169,3 +172,19 @@ def test_lease_is_exclusive_and_expires(root: OutputRoot) -> None:
     with pytest.raises(LeaseUnavailable):
         Lease(root, settings, "dead").renew()
     taker.release()
+
+
+def test_reprocessing_into_another_partition_leaves_no_stale_rows(root: OutputRoot) -> None:
+    """A reprocessed batch has the same objects as the one it replaces; salted with the run
+    id, it gets its own id and ledger entry, so the old partition's file is cleaned."""
+    batch, refs = make_batch(("in/a/1.txt", "e1", "one"), ("in/a/2.txt", "e2", "two"))
+    write_batch_files(root, batch, refs, Ledger.load(root))
+    again, _ = make_batch(("in/a/1.txt", "e1", "one, improved"), ("in/a/2.txt", "e2", "two"))
+    for article in again.articles:
+        article.published_at = datetime(2025, 1, 2, tzinfo=UTC)  # now lands in date=2025-01-02
+    again.batch_id = batch_id_for(refs, salt="reprocess-run")
+    assert again.batch_id != batch.batch_id
+    write_batch_files(root, again, refs, Ledger.load(root))
+    assert rows(root) == {"in/a/1.txt": "one, improved", "in/a/2.txt": "two"}
+    dates = ds.dataset(root.path("articles"), filesystem=root.filesystem, partitioning="hive")
+    assert set(dates.to_table(columns=["date"]).column("date").to_pylist()) == {"2025-01-02"}
