@@ -7,6 +7,7 @@
   events for the input bucket starts a run for just the event's keys, seconds after the
   upload.
 - `backfill-articles/backfill`: manual; reprocesses a source, a date range or a prefix.
+- `compact-lake/daily`: every night (NEWSFLOW_COMPACT_CRON), merges small files.
 
 Overlap: the lease beside the ledger serialises every writer of one output root, across
 deployments; a run that waited lists only once it holds the lease, so it sees the other
@@ -33,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.events import OBJECTS_CREATED, bucket_resource_id
 from flows.backfill import backfill_articles
+from flows.compact import compact_lake
 from flows.ingest import ingest_articles
 from tasks.storage import S3Location
 
@@ -47,6 +49,7 @@ class DeploymentSettings(BaseSettings):
     input_uri: str = Field(description="s3://BUCKET/PREFIX holding the raw articles.")
     output_uri: str = Field(description="The lake root: s3://BUCKET/PREFIX or a local path.")
     sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
+    compact_cron: str = Field("30 3 * * *", description="When compaction runs (cron).")
     timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")
 
 
@@ -87,6 +90,14 @@ def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
             name="backfill",
             description="Reprocess a source, date range or prefix, replacing its rows.",
             parameters=paths,
+            concurrency_limit=ONE_AT_A_TIME,
+            **common,
+        ),
+        compact_lake.to_deployment(
+            name="daily",
+            description="Merge each partition's small Parquet files into larger ones.",
+            schedules=[Cron(settings.compact_cron, timezone=settings.timezone, slug="daily")],
+            parameters={"output_uri": settings.output_uri},
             concurrency_limit=ONE_AT_A_TIME,
             **common,
         ),

@@ -131,6 +131,25 @@ def command_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compact(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from flows.compact import compact_lake
+
+    print(json.dumps(compact_lake(output_uri=args.output), indent=2, default=str))
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evaluation.corpus import DEFAULT_CORPUS
+    from evaluation.report import report_lines
+
+    for line in report_lines(Path(args.corpus) if args.corpus else DEFAULT_CORPUS):
+        print(line, flush=True)
+    return 0
+
+
 def _add_deployment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="s3://BUCKET/PREFIX (default: NEWSFLOW_INPUT_URI)")
     parser.add_argument("--output", help="lake root (default: NEWSFLOW_OUTPUT_URI)")
@@ -181,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="date_to", help="last partition date, YYYY-MM-DD")
     backfill.add_argument("--prefix", help="reprocess object keys starting with this")
     backfill.set_defaults(handler=command_backfill)
+
+    evaluate = commands.add_parser("evaluate", help="print every quality figure on the corpus")
+    evaluate.add_argument("--corpus", help="corpus folder (default: ../shared/corpus)")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    compact = commands.add_parser("compact", help="merge each partition's small Parquet files")
+    compact.add_argument("--output", required=True, help="lake root")
+    compact.set_defaults(handler=command_compact)
     return parser
 
 

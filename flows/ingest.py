@@ -9,20 +9,25 @@ the whole run exactly-once (see `tasks/write.py`).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
-from tasks.enrich import enrich_batch
-from tasks.extract import extract_batch
 
 from tasks.batch import Batch, stage_pool
 from tasks.clean import clean_batch
+from tasks.compact import recover_compactions
+from tasks.enrich import enrich_batch
+from tasks.extract import extract_batch
 from tasks.fetch import ObjectRef, fetch_batch, list_objects
 from tasks.language import detect_language_batch
 from tasks.ledger import Ledger, hold_lease
@@ -31,6 +36,15 @@ from tasks.storage import OutputRoot, S3Location, s3_client
 from tasks.write import WriteReport, recover_output, write_batch
 
 _LISTING_CHUNK = 1000
+# The CPU-bound stages, in order; each is one task run per batch.
+_STAGES: tuple[Task[..., Batch], ...] = (
+    clean_batch,
+    detect_language_batch,
+    extract_batch,
+    enrich_batch,
+)
+# Imported by each pool worker as it starts, while the flow lists and fetches.
+_STAGE_MODULES = tuple(stage.fn.__module__ for stage in _STAGES)
 
 
 @dataclass(slots=True)
@@ -68,7 +82,8 @@ class RunSummary:
         values = asdict(self)
         values["articles_per_second"] = round(self.articles_per_second, 2)
         for name in ("rejects_by_reason", "articles_by_source", "articles_by_language"):
-            values[name] = dict(values[name].most_common())
+            # asdict() rebuilds a Counter from (key, count) pairs, counting the pairs
+            values[name] = dict(getattr(self, name).most_common())
         return values
 
 
@@ -125,6 +140,65 @@ def _publish_artifacts(summary: RunSummary) -> None:
     )
 
 
+def task_runner(settings: Settings) -> TaskRunner[Any]:
+    """Where the stage tasks run: threads here (CPU work in `stage_pool`'s processes), or a
+    Dask cluster when `task_runner_address` is set, each worker running whole stage tasks."""
+    if not settings.task_runner_address:
+        return ThreadPoolTaskRunner(max_workers=len(_STAGES) * settings.batches_in_flight)
+    from prefect_dask import DaskTaskRunner
+
+    if settings.task_runner_address == "local":
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1}
+        )
+    return DaskTaskRunner(address=settings.task_runner_address)
+
+
+class PortableS3Client:
+    """A boto3 client that crosses to Dask workers as its settings and is rebuilt there:
+    a live client holds an SSL context and locks, which do not pickle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = s3_client(settings)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PortableS3Client, (self._settings,))
+
+
+def submit_stages(
+    runner: TaskRunner[Any],
+    client: Any,
+    location: S3Location,
+    refs: list[ObjectRef],
+    settings: Settings,
+    pool: Executor | None,
+    salt: str,
+) -> list[PrefectFuture[Batch]]:
+    """Fetch and the CPU stages of one batch as chained futures, in stage order."""
+    # Dask rebuilds namedtuple subclasses such as `quote` wrongly when it ships arguments;
+    # there the list goes as it is (Prefect walks its 200 refs: ~20 ms).
+    shipped = quote(refs) if isinstance(runner, ThreadPoolTaskRunner) else refs
+    batch: PrefectFuture[Batch] = runner.submit(
+        fetch_batch,
+        {
+            "client": client,
+            "location": location,
+            "refs": shipped,
+            "settings": settings,
+            "salt": salt,
+        },
+    )
+    chain = [batch]
+    for stage in _STAGES:
+        batch = runner.submit(stage, {"batch": batch, "settings": settings, "pool": pool})
+        chain.append(batch)
+    return chain
+
+
 @flow(name="ingest-articles")
 def ingest_articles(
     input_uri: str,
@@ -136,46 +210,67 @@ def ingest_articles(
 
     `reprocess=True` processes every listed object again, replacing its earlier rows
     (after a cleaning improvement, say).
+
+    Up to `batches_in_flight` batches are fetched and processed at once while the oldest
+    is written here, in order: the cores never wait on S3, on a write or on a stage's
+    slowest article, and memory stays bounded by the batches in flight.
     """
     started = time.monotonic()
     logger = get_run_logger()
     settings = Settings()
     location = S3Location.parse(input_uri)
     root = OutputRoot.open(output_uri, settings)
-    client = s3_client(settings)
+    client = PortableS3Client(settings)
     summary = RunSummary(input=str(location), output=root.uri)
+    on_dask = settings.task_runner_address is not None
+    # A reprocessed batch must not take the id (and ledger entry) of the batch it replaces.
+    salt = str(flow_run.id) if reprocess else ""
 
     with hold_lease(root, settings) as lease:
         ledger = Ledger.load(root)
         summary.recovered_batches = len(recover_output(root, ledger))
+        summary.recovered_batches += len(recover_compactions(root, ledger))
         if summary.recovered_batches:
             logger.info(
                 "recovered %d batches left by an interrupted run", summary.recovered_batches
             )
         logger.info("%d objects already in the lake at %s", len(ledger), root.uri)
+
+        def write_oldest(
+            in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]],
+        ) -> None:
+            refs, chain = in_flight.popleft()
+            # In stage order, so a failure raises its own error (S3 down, say) rather than
+            # the "never ran" of the stages after it.
+            batch = [future.result() for future in chain][-1]
+            summary.add(batch, write_batch(root, batch, quote(refs), ledger))
+            lease.renew()
+            summary.seconds = time.monotonic() - started
+            logger.info(
+                "progress: %d listed, %d new done -> %d articles, %d rejects (%.1f articles/s)",
+                summary.objects_listed,
+                summary.objects_new,
+                summary.articles,
+                summary.rejects,
+                summary.articles_per_second,
+            )
+
         refs = list_objects(client, location, keys)
-        with stage_pool(settings) as pool:
+        with (
+            stage_pool(settings, _STAGE_MODULES, enabled=not on_dask) as pool,
+            task_runner(settings) as runner,
+        ):
+            in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
             for batch_refs in new_object_batches(
                 refs, ledger, summary, settings.batch_size, reprocess
             ):
                 summary.objects_new += len(batch_refs)
-                batch = fetch_batch(client, location, quote(batch_refs), settings)
-                batch = clean_batch(batch, settings, pool)
-                batch = detect_language_batch(batch, settings, pool)
-                batch = extract_batch(batch, settings, pool)
-                batch = enrich_batch(batch, settings, pool)
-                report = write_batch(root, batch, quote(batch_refs), ledger)
-                summary.add(batch, report)
-                lease.renew()
-                summary.seconds = time.monotonic() - started
-                logger.info(
-                    "progress: %d listed, %d new done -> %d articles, %d rejects (%.1f articles/s)",
-                    summary.objects_listed,
-                    summary.objects_new,
-                    summary.articles,
-                    summary.rejects,
-                    summary.articles_per_second,
-                )
+                chain = submit_stages(runner, client, location, batch_refs, settings, pool, salt)
+                in_flight.append((batch_refs, chain))
+                if len(in_flight) >= settings.batches_in_flight:
+                    write_oldest(in_flight)
+            while in_flight:
+                write_oldest(in_flight)
     summary.seconds = time.monotonic() - started
     logger.info(
         "done: %d new of %d listed objects -> %d articles, %d rejects in %.1f s",

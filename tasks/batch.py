@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
@@ -71,16 +72,33 @@ def run_stage(
     return Batch(batch.batch_id, articles, batch.rejects + rejects)
 
 
+def _import_modules(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
 @contextmanager
-def stage_pool(settings: Settings) -> Iterator[Executor | None]:
+def stage_pool(
+    settings: Settings, preload: tuple[str, ...] = (), *, enabled: bool = True
+) -> Iterator[Executor | None]:
     """Worker processes for the CPU-bound stages (langdetect, lxml and spaCy hold the GIL).
 
     Spawned, not forked: the flow process runs Prefect's threads, and forking a process
-    with threads can deadlock the child.
+    with threads can deadlock the child. The workers start and import the `preload`
+    modules (seconds: Prefect, trafilatura, spaCy) at once, while the flow lists and
+    fetches, instead of inside the first stage. `enabled=False` (a Dask cluster supplies
+    the processes) or one worker runs stages in the calling process.
     """
-    if settings.workers <= 1:
+    if not enabled or settings.workers <= 1:
         yield None
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=settings.workers,
+        mp_context=context,
+        initializer=_import_modules,
+        initargs=(preload,),
+    ) as pool:
+        for _ in range(settings.workers):
+            pool.submit(int)  # spawning is lazy: one job per worker starts them all now
         yield pool

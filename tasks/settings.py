@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         900, ge=0, description="How long a run waits for another run's lease before failing."
     )
     s3_max_attempts: int = Field(8, ge=1, description="boto3 retry attempts (adaptive mode).")
+    compact_target_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Compaction merges a partition's files smaller than this into files of "
+        "about this size.",
+    )
     task_runner_address: str | None = Field(
         None,
         description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",

@@ -23,7 +23,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 INPUT_PREFIX = "inbox/"
 TEST_CRON = "0 5 1 1 *"  # far from any test run: sweeps here are started by hand
-DEPLOYMENTS = ("ingest-articles/sweep", "ingest-articles/on-upload", "backfill-articles/backfill")
+DEPLOYMENTS = (
+    "ingest-articles/sweep",
+    "ingest-articles/on-upload",
+    "backfill-articles/backfill",
+    "compact-lake/daily",
+)
 
 
 @dataclass(frozen=True, slots=True)

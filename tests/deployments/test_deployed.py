@@ -128,6 +128,12 @@ def test_deployments_register_with_schedule_trigger_and_parameters(stack: Stack)
     assert not deployed["ingest-articles/on-upload"].schedules
     assert not deployed["backfill-articles/backfill"].schedules
 
+    with stack.client() as client:
+        compaction = client.read_deployment_by_name("compact-lake/daily")
+    assert compaction.parameters == {"output_uri": str(stack.output)}
+    assert [s.schedule.cron for s in compaction.schedules] == ["30 3 * * *"]
+    assert compaction.global_concurrency_limit.limit == 1
+
     triggers = {
         action.deployment_id: automation
         for automation in automations

@@ -190,7 +190,9 @@ def test_s3_output_and_keys_parameter(s3, bucket: str, tmp_path: Path) -> None:
         bucket,
         {
             "in/a/1.json": json.dumps(
-                {"text": "An article written as JSON about the port strike, long enough to be kept by the cleaner stage."}
+                {
+                    "text": "An article written as JSON about the port strike, long enough to be kept by the cleaner stage."
+                }
             ).encode(),
             "in/a/2.txt.gz": gzip.compress(
                 b"A gzipped plain-text article about the port strike, long enough to be kept by the cleaner stage."

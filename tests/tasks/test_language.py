@@ -54,14 +54,38 @@ def test_seed_is_english() -> None:
 
 
 def test_single_sentence_accuracy() -> None:
-    """Measured 0.971 on the first 100 sentences of these 17 languages (0.978 on all 200
-    sentences of the 51 that langdetect knows); Catalan and Czech are the weakest."""
+    """Measured 0.976 on the first 100 sentences of these 17 languages, Catalan and Czech
+    the weakest (sampled langdetect with a fixed seed: 0.971); the whole corpus is in the
+    evaluation gate."""
     results = [
         detect_language(sentence)[0] == code
         for code in LANGUAGES
         for sentence in language_sentences(code)[:100]
     ]
-    assert sum(results) / len(results) >= 0.965
+    assert sum(results) / len(results) >= 0.974
+
+
+@pytest.mark.parametrize(("code", "weak"), [("ca", 0.86), ("nb", 0.91)])
+def test_the_confused_pairs_beat_langdetect_alone(code: str, weak: float) -> None:
+    """Raw langdetect gets Catalan and Bokmål right 86 % and 91 % of the time (corpus
+    README); the second opinion must do clearly better."""
+    expected = EXPECTED.get(code, code)
+    sentences = language_sentences(code)
+    right = sum(detect_language(s)[0] == expected for s in sentences) / len(sentences)
+    assert right >= weak + 0.015
+
+
+def test_latin_boilerplate_around_another_script_does_not_decide() -> None:
+    urdu = language_sentences("ur")[:2]
+    text = f"Share to Twitter Share to Facebook Breaking News Latest {urdu[0]}"
+    assert detect_language(text)[0] == "ur"
+    english = " ".join(language_sentences("en")[:3])
+    assert detect_language(f"{english} {urdu[1][:20]}")[0] == "en"
+
+
+def test_chinese_without_hangul_is_not_korean() -> None:
+    for sentence in language_sentences("zh")[:50]:
+        assert detect_language(sentence)[0] == "zh", sentence
 
 
 @pytest.mark.parametrize("code", ARTICLE_LANGUAGES)
@@ -86,7 +110,9 @@ def test_detection_is_deterministic_whatever_came_before() -> None:
     assert detect_language(ambiguous) == first
 
 
-@pytest.mark.parametrize("text", ["", "   ", "OK", "12345 678 90", "!!! ??? ...", "Hi there"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "OK", "12345 678 90", "!!! ??? ...", "Hi there", "\u0926\u093f\u0935"]
+)
 def test_too_little_text_is_undetermined(text: str) -> None:
     assert detect_language(text) == (UNDETERMINED, 0.0)
 

@@ -1,0 +1,447 @@
+"""Throughput of `newsflow run` against a naive loop, on N generated objects in local S3.
+
+    python -m benchmarks.throughput --n 1000 --n 10000
+
+For each N: uploads N varied copies of the shared corpus pages to a moto S3 server on
+127.0.0.1, then runs, each in its own process, on the same objects:
+
+- `newsflow run` on a fresh Prefect home with no API URL (first-time, ephemeral server);
+- `newsflow run` against a running `prefect server` (steady state);
+- the naive baseline (`benchmarks/baseline.py`).
+
+It prints articles/s, the ratio, peak RSS (flow process, and flow plus pool workers),
+wall time per stage and the share of the flow run's wall time in which no task body was
+running (orchestration). Finally the ledger lookup cost with `--ledger-keys` recorded keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "articles" / "html"
+SOURCES = ["harbour-times", "el-diario", "wire", "le-quotidien", "daily-post", "morning-star"]
+_PARAGRAPH = re.compile(r"(<p\b[^>]*>)(.*?)(</p>)", re.S | re.I)
+_RSS_POLL_SECONDS = 0.2
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+def varied_page(html: str, rng: random.Random, number: int) -> str:
+    """The page with its paragraphs shuffled and a unique sentence added: every object has
+    its own text (no two content hashes alike), as a real day of news would."""
+    bodies = [match.group(2) for match in _PARAGRAPH.finditer(html)]
+    rng.shuffle(bodies)
+    replacements = iter(bodies)
+    varied = _PARAGRAPH.sub(lambda m: f"{m.group(1)}{next(replacements)}{m.group(3)}", html)
+    marker = f"<p>Dispatch {number} filed by correspondent {rng.randrange(10**6)}.</p>"
+    return varied.replace("</p>", f"</p>{marker}", 1) if bodies else varied + marker
+
+
+def generated_objects(n: int, seed: int = 0) -> Iterator[tuple[str, bytes]]:
+    pages = [path.read_text(encoding="utf-8") for path in sorted(CORPUS.glob("*.html"))]
+    rng = random.Random(seed)
+    for number in range(n):
+        source = SOURCES[number % len(SOURCES)]
+        page = varied_page(pages[number % len(pages)], rng, number)
+        yield f"in/{source}/{number // 1000:03d}/{number:06d}.html", page.encode()
+
+
+def upload(client: Any, bucket: str, n: int) -> None:
+    client.create_bucket(Bucket=bucket)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]),
+                generated_objects(n),
+            )
+        )
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """One benchmarked process: its wall time, CPU time (with its children), the CPU that
+    other processes on the machine used meanwhile (in cores), peak RSS and JSON output."""
+
+    seconds: float
+    cpu_seconds: float
+    other_cores: float
+    peak_main_mib: float
+    peak_workers_mib: float
+    output: dict[str, Any] = field(default_factory=dict)
+
+
+def _watch_rss(process: psutil.Process, peaks: dict[str, float], stop: threading.Event) -> None:
+    """Peak RSS of the process, and of it plus its children other than a Prefect server."""
+    while not stop.is_set():
+        try:
+            main = process.memory_info().rss
+            workers = 0
+            for child in process.children(recursive=True):
+                try:
+                    if "uvicorn" not in " ".join(child.cmdline()):
+                        workers += child.memory_info().rss
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            return
+        peaks["main"] = max(peaks["main"], main)
+        peaks["tree"] = max(peaks["tree"], main + workers)
+        stop.wait(_RSS_POLL_SECONDS)
+
+
+def _busy_cpu_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
+def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
+    started = time.monotonic()
+    machine_before = _busy_cpu_seconds()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr)
+        peaks = {"main": 0.0, "tree": 0.0}
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=_watch_rss, args=(psutil.Process(process.pid), peaks, stop), daemon=True
+        )
+        watcher.start()
+        stdout, _ = process.communicate()
+        stop.set()
+        watcher.join()
+    seconds = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
+    other = (_busy_cpu_seconds() - machine_before - cpu) / seconds
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed ({process.returncode}); see {log}")
+    text = stdout.decode()
+    output = json.loads(text[text.index("{") :])
+    mib = 1024 * 1024
+    return Measured(seconds, cpu, other, peaks["main"] / mib, peaks["tree"] / mib, output)
+
+
+def start_prefect_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    log = (home / "server.log").open("wb")
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"prefect server did not start; see {home / 'server.log'}")
+
+
+def start_s3_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(endpoint, timeout=2)
+            return server, endpoint
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- Prefect's own record of the run -----------------------------------------------------
+
+
+def _time(value: str | None) -> float:
+    return datetime.fromisoformat(value).timestamp() if value else 0.0
+
+
+def task_run_breakdown(api_url: str) -> dict[str, Any]:
+    """Per-stage task-run seconds of the newest flow run, and the share of its wall time in
+    which no task body was running: what orchestration (and the flow's own code) cost."""
+    with httpx.Client(base_url=api_url, timeout=30) as api:
+        flow_run = api.post(
+            "/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 1}
+        ).json()[0]
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = api.post(
+                "/task_runs/filter",
+                json={
+                    "flow_runs": {"id": {"any_": [flow_run["id"]]}},
+                    "limit": 200,
+                    "offset": len(runs),
+                },
+            ).json()
+            runs += page
+            if len(page) < 200:
+                break
+    start, end = _time(flow_run["start_time"]), _time(flow_run["end_time"])
+    per_stage: dict[str, float] = defaultdict(float)
+    intervals = []
+    for run in runs:
+        if run["start_time"] and run["end_time"]:
+            begin, finish = _time(run["start_time"]), _time(run["end_time"])
+            per_stage[run["name"].rsplit("-", 1)[0]] += finish - begin
+            intervals.append((begin, finish))
+    busy, cursor = 0.0, start
+    for begin, finish in sorted(intervals):
+        begin = max(begin, cursor)
+        if finish > begin:
+            busy += finish - begin
+            cursor = finish
+    wall = end - start
+    return {
+        "flow_run_seconds": wall,
+        "task_runs": len(runs),
+        "stage_seconds": dict(per_stage),
+        "orchestration_share": 1 - busy / wall if wall else 0.0,
+    }
+
+
+# --- ledger ------------------------------------------------------------------------------
+
+
+def ledger_lookup(keys: int, batch_size: int, workdir: Path) -> dict[str, float]:
+    """Load a synthetic ledger of `keys` objects in one file per batch (as runs leave it)
+    and in one file (as compaction leaves it), and look up 1,000-key listing pages."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.ledger import LEDGER_DIR, Ledger
+    from tasks.schema import LEDGER_SCHEMA, object_fingerprint
+    from tasks.settings import Settings
+    from tasks.storage import OutputRoot
+
+    committed = datetime.now().astimezone()
+    object_keys = [f"in/source/{n:09d}.html" for n in range(keys)]
+    table = pa.Table.from_pydict(
+        {
+            "object_fingerprint": [object_fingerprint(k, "etag") for k in object_keys],
+            "object_key": object_keys,
+            "object_etag": ["etag"] * keys,
+            "batch_id": [f"{n // batch_size:016x}" for n in range(keys)],
+            "committed_at": [committed] * keys,
+            "articles": np.ones(keys, dtype="int32"),
+            "rejects": np.zeros(keys, dtype="int32"),
+            "paths": [
+                [f"articles/source=s/date=d/part-{n // batch_size:016x}.parquet"]
+                for n in range(keys)
+            ],
+        },
+        schema=LEDGER_SCHEMA,
+    )
+    figures: dict[str, float] = {"keys": keys}
+    for layout, rows_per_file in (("per_batch", batch_size), ("compacted", keys)):
+        root = OutputRoot.open(str(workdir / f"ledger-{layout}"), Settings())
+        directory = Path(root.path(LEDGER_DIR))
+        directory.mkdir(parents=True)
+        for offset in range(0, keys, rows_per_file):
+            pq.write_table(table.slice(offset, rows_per_file), directory / f"{offset:012d}.parquet")
+        started = time.perf_counter()
+        ledger = Ledger.load(root)
+        figures[f"load_seconds_{layout}"] = time.perf_counter() - started
+        figures[f"files_{layout}"] = len(list(directory.iterdir()))
+    page = [object_fingerprint(f"in/source/{n:09d}.html", "new") for n in range(500)]
+    page += [object_fingerprint(k, "etag") for k in object_keys[:500]]
+    rounds = 200
+    started = time.perf_counter()
+    for _ in range(rounds):
+        found = ledger.contains(page)
+    figures["contains_ms_per_1000_key_page"] = (time.perf_counter() - started) / rounds * 1000
+    assert int(found.sum()) == 500
+    return figures
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def benchmark(n: int, env: dict[str, str], api_url: str, workdir: Path, client: Any) -> dict:
+    bucket = f"bench-{n}-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    upload(client, bucket, n)
+    print(f"N={n}: uploaded in {time.monotonic() - started:.0f} s", flush=True)
+    newsflow = str(Path(sys.executable).with_name("newsflow"))
+    run = [newsflow, "run", "--input", f"s3://{bucket}/in", "--json"]
+    results: dict[str, Any] = {"n": n}
+
+    home = workdir / f"prefect-home-{n}"
+    home.mkdir()
+    ephemeral_env = {**env, "PREFECT_HOME": str(home)}
+    ephemeral_env.pop("PREFECT_API_URL", None)
+    results["first_time"] = measure(
+        [*run, "--output", str(workdir / f"lake-ephemeral-{n}")],
+        ephemeral_env,
+        workdir / f"ephemeral-{n}.log",
+    )
+    print(f"N={n}: first-time run {results['first_time'].seconds:.0f} s", flush=True)
+    results["steady"] = measure(
+        [*run, "--output", str(workdir / f"lake-steady-{n}")],
+        {**env, "PREFECT_API_URL": api_url},
+        workdir / f"steady-{n}.log",
+    )
+    results["prefect"] = task_run_breakdown(api_url)
+    print(f"N={n}: steady-state run {results['steady'].seconds:.0f} s", flush=True)
+    baseline = [sys.executable, "-m", "benchmarks.baseline", "--input", f"s3://{bucket}/in"]
+    results["baseline"] = measure(
+        [*baseline, "--output", str(workdir / f"baseline-{n}.parquet")],
+        env,
+        workdir / f"baseline-{n}.log",
+    )
+    print(f"N={n}: baseline {results['baseline'].seconds:.0f} s", flush=True)
+    client_keys = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    for page in client_keys:
+        client.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": item["Key"]} for item in page.get("Contents", [])]},
+        )
+    return results
+
+
+def print_report(results: dict[str, Any]) -> None:
+    n = results["n"]
+    base = results["baseline"]
+    base_rate = base.output["articles"] / base.seconds
+    print(f"\n=== N = {n} ===")
+    print(
+        f"{'run':<22}{'articles':>9}{'wall s':>9}{'art/s':>8}{'vs base':>9}"
+        f"{'CPU ms/art':>11}{'RSS main':>10}{'+workers':>10}{'others':>8}"
+    )
+    rows = [("baseline (1 thread)", base, base.output["articles"])]
+    for label, name in (("newsflow first-time", "first_time"), ("newsflow steady", "steady")):
+        measured = results[name]
+        rows.append((label, measured, measured.output["articles"]))
+    for label, measured, articles in rows:
+        rate = articles / measured.seconds
+        print(
+            f"{label:<22}{articles:>9}{measured.seconds:>9.1f}{rate:>8.1f}"
+            f"{rate / base_rate:>8.2f}x{measured.cpu_seconds / articles * 1000:>11.0f}"
+            f"{measured.peak_main_mib:>9.0f}M{measured.peak_workers_mib:>9.0f}M"
+            f"{measured.other_cores:>7.1f}c"
+        )
+    print("others: cores busy with other processes on the machine meanwhile")
+    first = results["first_time"]
+    startup = first.seconds - first.output["seconds"]
+    print(
+        f"first-time: {startup:.1f} s of {first.seconds:.1f} s outside the flow body "
+        f"(Prefect start-up, imports, shutdown) = {startup / first.seconds:.0%}"
+    )
+    steady = results["steady"]
+    print(
+        f"steady: {steady.seconds - steady.output['seconds']:.1f} s outside the flow body; "
+        f"flow body {steady.output['seconds']:.1f} s"
+    )
+    prefect = results["prefect"]
+    print(
+        f"orchestration: {prefect['orchestration_share']:.1%} of the flow run's "
+        f"{prefect['flow_run_seconds']:.1f} s had no task body running "
+        f"({prefect['task_runs']} task runs)"
+    )
+    print("task-run seconds per stage (stages overlap when pipelined):")
+    for stage, seconds in sorted(prefect["stage_seconds"].items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:<10}{seconds:>8.1f} s  {seconds / n * 1000:>7.1f} ms/object")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, action="append", help="objects (repeatable)")
+    parser.add_argument("--ledger-keys", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path, help="keep lakes and logs here")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    s3_server, endpoint = start_s3_server(env)
+    env["AWS_ENDPOINT_URL"] = endpoint
+    os.environ.update(env)
+    import boto3
+
+    server_home = workdir / "prefect-server-home"
+    server_home.mkdir(exist_ok=True)
+    prefect_server, api_url = start_prefect_server(server_home, env)
+    print(f"workdir {workdir}; S3 {endpoint}; Prefect API {api_url}", flush=True)
+    try:
+        reports = [
+            benchmark(n, env, api_url, workdir, boto3.client("s3")) for n in args.n or [1000]
+        ]
+    finally:
+        prefect_server.terminate()
+        s3_server.terminate()
+        prefect_server.wait(30)
+        s3_server.wait(30)
+    for report in reports:
+        print_report(report)
+    if args.ledger_keys:
+        figures = ledger_lookup(args.ledger_keys, 200, workdir)
+        print(f"\n=== ledger with {args.ledger_keys:,} recorded keys ===")
+        for layout in ("per_batch", "compacted"):
+            print(
+                f"Ledger.load, {figures[f'files_{layout}']:.0f} files: "
+                f"{figures[f'load_seconds_{layout}']:.2f} s"
+            )
+        print(
+            f"Ledger.contains per 1,000-key listing page: "
+            f"{figures['contains_ms_per_1000_key_page']:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

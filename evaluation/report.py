@@ -1,0 +1,80 @@
+"""Every quality figure on the shared corpus, as `newsflow evaluate` prints them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
+from evaluation.duplicates import evaluate_duplicates
+from evaluation.entities import evaluate_entities
+from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
+from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
+from evaluation.metadata import evaluate_metadata
+
+
+def _scores(scores: Scores) -> str:
+    return f"P {scores.precision:.3f}  R {scores.recall:.3f}  F1 {scores.f1:.3f}"
+
+
+def _halves(name: str, result: HalfScores) -> Iterator[str]:
+    yield f"  {name}"
+    yield f"    development half   {_scores(result.development)}"
+    yield f"    confirmation half  {_scores(result.confirmation)}"
+    yield f"    all pages          {_scores(result.overall)}"
+
+
+def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
+    """The report, line by line, computed as it is printed (about a minute in all)."""
+    pages = corpus_pages(corpus)
+    yield f"Body text: {len(pages)} pages, Article Extraction Benchmark scoring"
+    yield from _halves("saved HTML (clean stage)", evaluate_html(pages))
+    raw, cleaned = evaluate_scraped(pages)
+    yield from _halves("pages rendered to text with menus and footers, uncleaned", raw)
+    yield from _halves("the same, through the scraped-text rules", cleaned)
+
+    results = evaluate_languages(corpus)
+    sentences = sum(r.sentences for r in results)
+    development = sum(r.correct_development for r in results)
+    confirmation = sum(r.correct_confirmation for r in results)
+    development_total = len(results) * DEVELOPMENT_SENTENCES
+    texts, right_texts = sum(r.texts for r in results), sum(r.correct_texts for r in results)
+    yield ""
+    yield f"Language: {len(results)} languages langdetect knows"
+    yield (
+        f"  single sentences   {(development + confirmation) / sentences:.2%} of {sentences}"
+        f"  (first {DEVELOPMENT_SENTENCES} per language {development / development_total:.2%},"
+        f" rest {confirmation / (sentences - development_total):.2%})"
+    )
+    yield f"  5-sentence texts   {right_texts / texts:.2%} of {texts} ({texts - right_texts} wrong)"
+    yield "  per language (single sentences, 5-sentence texts):"
+    for r in results:
+        yield f"    {r.code:3s} {r.sentence_accuracy:7.1%} {r.correct_texts:4d}/{r.texts}"
+    for r in results:
+        for detected, text in r.errors:
+            yield f"  wrong 5-sentence text: {r.code} read as {detected}: {text[:80]}…"
+
+    entities = evaluate_entities(corpus)
+    yield ""
+    yield (
+        f"Entities: {entities.articles} hand-labelled leads, {entities.labelled} labelled, "
+        f"{entities.found} found"
+    )
+    yield f"  all     P {entities.precision:.3f}  R {entities.recall:.3f}"
+    for label, (precision, recall) in entities.per_label.items():
+        yield f"  {label:7s} P {precision:.3f}  R {recall:.3f}"
+
+    yield ""
+    yield "Metadata, on the pages whose HTML states the field:"
+    for name, accuracy in evaluate_metadata(corpus).items():
+        yield f"  {name:6s} {accuracy.accuracy:.1%} of {accuracy.stated}"
+
+    duplicates = evaluate_duplicates(corpus)
+    yield ""
+    yield f"Near duplicates: {duplicates.stories} stories"
+    for kind, rate in duplicates.missed_copies.items():
+        yield f"  missed: {kind:34s} {rate:.1%}"
+    yield (
+        f"  grouped: different stories ({duplicates.different_pairs} pairs)"
+        f"{'':9s}{duplicates.false_groupings:.2%}"
+    )

@@ -1,0 +1,56 @@
+"""The compaction flow: merge each partition's small article files into larger ones.
+
+Run daily (see `deployments/`); the protocol and what readers see while it runs are in
+`tasks/compact.py`. It holds the output's lease, so it never overlaps an ingest run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.compact import Compaction, compact, partitions, plan_partition, recover_compactions
+from tasks.ledger import Ledger, hold_lease
+from tasks.settings import Settings
+from tasks.storage import OutputRoot
+from tasks.write import recover_output
+
+
+@task(name="compact-partition", cache_policy=NO_CACHE)
+def compact_partition(
+    root: OutputRoot, partition: str, compactions: list[Compaction], ledger: Ledger
+) -> int:
+    """Not retried: a failed compaction is finished or undone by the next lease holder."""
+    moved = sum(compact(root, compaction, ledger) for compaction in compactions)
+    get_run_logger().info(
+        "%s: merged %d files into %d (%d rows)",
+        partition,
+        sum(len(c.sources) for c in compactions),
+        len(compactions),
+        moved,
+    )
+    return moved
+
+
+@flow(name="compact-lake")
+def compact_lake(output_uri: str) -> dict[str, Any]:
+    """Merge the small files of every partition of the lake at `output_uri`."""
+    settings = Settings()
+    root = OutputRoot.open(output_uri, settings)
+    summary: dict[str, Any] = {"output": root.uri, "files_merged": 0, "files_written": 0}
+    with hold_lease(root, settings) as lease:
+        ledger = Ledger.load(root)
+        summary["recovered_batches"] = len(recover_output(root, ledger))
+        summary["recovered_compactions"] = len(recover_compactions(root, ledger))
+        summary["rows_moved"] = 0
+        for partition in partitions(root):
+            planned = plan_partition(root, partition, settings.compact_target_bytes)
+            if not planned:
+                continue
+            summary["rows_moved"] += compact_partition(root, partition, planned, ledger)
+            summary["files_merged"] += sum(len(c.sources) for c in planned)
+            summary["files_written"] += len(planned)
+            lease.renew()
+    return summary

@@ -1,0 +1,197 @@
+"""Compaction: merge a partition's small article files into files of about a target size.
+
+Every batch writes one file per partition it touches, so a busy partition collects many
+small files (slow to list and to read). One compaction of a group of files `G` into `M`:
+
+1. **journal**: `_compacting/<id>.json` names `M` and `G`. Readers never look there.
+2. **stage**: write `M`'s rows to `_compacting/<id>.parquet`.
+3. **commit**: write `_ledger/<id>.parquet`, one row per object whose rows moved, copied
+   from its current row with the files of `G` replaced by `M` (so `paths` stays truthful
+   and a later reprocess rewrites `M`, not the deleted files).
+4. **swap**: rename the staged file to `M` (one atomic rename, or one S3 copy), then
+   delete the files of `G`, then the journal.
+
+A run that dies before 3 leaves a journal whose id is not in the ledger: the next holder
+of the lease deletes the staged file. One that dies after 3 is finished by the next
+holder (`recover_compactions`, which the ingest flow also runs before it writes).
+
+What readers see: rows are never missing. A reader that lists the partition in the
+instant between the rename and the last deletion of step 4 (a few file deletions, no
+data written) can see the moved rows twice; `article_id` is unique per row, so a reader
+that must be exact even then deduplicates on it. No multi-file swap on plain files or
+S3 can close that window: moving a row between two objects needs one atomic operation
+over both, which neither offers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tasks.ledger import LEDGER_DIR, Ledger, current_versions
+from tasks.schema import LEDGER_SCHEMA
+from tasks.storage import OutputRoot, write_atomically
+from tasks.write import ARTICLES_DIR
+
+COMPACTING_DIR = "_compacting"
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """One group of a partition's files (relative paths) to merge into `merged`."""
+
+    compaction_id: str
+    merged: str
+    sources: tuple[str, ...]
+
+    @classmethod
+    def of(cls, partition: str, sources: list[str]) -> Compaction:
+        """Same files, same id: a retried compaction redoes its own work."""
+        digest = hashlib.blake2b(digest_size=8)
+        for source in sorted(sources):
+            digest.update(source.encode() + b"\0")
+        compaction_id = f"compact-{digest.hexdigest()}"
+        merged = posixpath.join(partition, f"part-{compaction_id}.parquet")
+        return cls(compaction_id, merged, tuple(sorted(sources)))
+
+
+def partitions(root: OutputRoot) -> list[str]:
+    """Relative paths of the `articles/source=…/date=…` directories."""
+    selector = pafs.FileSelector(root.path(ARTICLES_DIR), recursive=True, allow_not_found=True)
+    found = {
+        posixpath.relpath(posixpath.dirname(info.path), root.base)
+        for info in root.filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+    }
+    return sorted(found)
+
+
+def plan_partition(root: OutputRoot, partition: str, target_bytes: int) -> list[Compaction]:
+    """Groups of the partition's files smaller than `target_bytes`, packed in name order
+    until a group reaches the target; a group of one file is left alone."""
+    selector = pafs.FileSelector(root.path(partition))
+    small = sorted(
+        (info.base_name, info.size or 0)
+        for info in root.filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and info.base_name.endswith(".parquet")
+        and (info.size or 0) < target_bytes
+    )
+    groups: list[list[str]] = [[]]
+    filled = 0
+    for name, size in small:
+        if filled >= target_bytes:
+            groups.append([])
+            filled = 0
+        groups[-1].append(posixpath.join(partition, name))
+        filled += size
+    return [Compaction.of(partition, group) for group in groups if len(group) > 1]
+
+
+def _journal_path(root: OutputRoot, compaction_id: str) -> str:
+    return root.path(COMPACTING_DIR, f"{compaction_id}.json")
+
+
+def _staged_path(root: OutputRoot, compaction_id: str) -> str:
+    return root.path(COMPACTING_DIR, f"{compaction_id}.parquet")
+
+
+def _ledger_rows(ledger: Ledger, compaction: Compaction, keys: pa.Array) -> pa.Table:
+    """Each moved object's current row, re-committed with `G`'s files replaced by `M`."""
+    current = current_versions(ledger.table)
+    moved = current.filter(pc.is_in(current.column("object_key"), value_set=keys))
+    sources = set(compaction.sources)
+    paths = [
+        sorted({compaction.merged if path in sources else path for path in row or []})
+        for row in moved.column("paths").to_pylist()
+    ]
+    now = datetime.now(UTC)
+    return (
+        moved.set_column(
+            moved.schema.get_field_index("batch_id"),
+            "batch_id",
+            pa.array([compaction.compaction_id] * moved.num_rows, pa.string()),
+        )
+        .set_column(
+            moved.schema.get_field_index("committed_at"),
+            "committed_at",
+            pa.array([now] * moved.num_rows, LEDGER_SCHEMA.field("committed_at").type),
+        )
+        .set_column(
+            moved.schema.get_field_index("paths"),
+            "paths",
+            pa.array(paths, LEDGER_SCHEMA.field("paths").type),
+        )
+    )
+
+
+def _finish(root: OutputRoot, compaction: Compaction) -> None:
+    """Step 4; idempotent, so recovery can run it again after a crash at any point."""
+    staged = _staged_path(root, compaction.compaction_id)
+    if root.filesystem.get_file_info(staged).type == pafs.FileType.File:
+        root.move(staged, root.path(compaction.merged))
+    for source in compaction.sources:
+        root.delete_file(root.path(source))
+    root.delete_file(_journal_path(root, compaction.compaction_id))
+
+
+def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
+    """Merge one group (steps 1-4); the caller holds the lease. Returns the rows moved."""
+    journal = {"merged": compaction.merged, "sources": list(compaction.sources)}
+    root.ensure_dir(root.path(COMPACTING_DIR))
+    write_atomically(
+        root, _journal_path(root, compaction.compaction_id), json.dumps(journal).encode()
+    )
+    table = pa.concat_tables(
+        [
+            pq.read_table(root.path(source), filesystem=root.filesystem)
+            for source in compaction.sources
+        ]
+    )
+    pq.write_table(
+        table,
+        _staged_path(root, compaction.compaction_id),
+        filesystem=root.filesystem,
+        compression="zstd",
+    )
+    rows = _ledger_rows(ledger, compaction, pc.unique(table.column("object_key")))
+    committed = root.path(LEDGER_DIR, f"{compaction.compaction_id}.parquet")
+    staged_ledger = root.path(COMPACTING_DIR, f"{compaction.compaction_id}.ledger.parquet")
+    pq.write_table(rows, staged_ledger, filesystem=root.filesystem, compression="zstd")
+    root.ensure_dir(root.path(LEDGER_DIR))
+    root.move(staged_ledger, committed)
+    ledger.record(rows)
+    _finish(root, compaction)
+    return table.num_rows
+
+
+def recover_compactions(root: OutputRoot, ledger: Ledger) -> list[str]:
+    """Finish committed compactions and discard uncommitted ones; returns their ids.
+
+    Must run under the lease before anything else writes: until it has, the ledger may
+    name a merged file that is not yet in place.
+    """
+    selector = pafs.FileSelector(root.path(COMPACTING_DIR), allow_not_found=True)
+    recovered = []
+    for info in root.filesystem.get_file_info(selector):
+        if not info.base_name.endswith(".json"):
+            continue
+        compaction_id = info.base_name.removesuffix(".json")
+        with root.filesystem.open_input_stream(info.path) as stream:
+            journal = json.loads(stream.read())
+        compaction = Compaction(compaction_id, journal["merged"], tuple(journal["sources"]))
+        if ledger.is_committed(compaction_id):
+            _finish(root, compaction)
+        else:
+            for leftover in (".parquet", ".ledger.parquet", ".json"):
+                root.delete_file(root.path(COMPACTING_DIR, compaction_id + leftover))
+        recovered.append(compaction_id)
+    return recovered

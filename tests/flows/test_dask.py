@@ -1,0 +1,57 @@
+"""The ingest flow on a Dask cluster gives the lake the default task runner gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from flows.demo import sample_objects
+from flows.ingest import ingest_articles
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+# Differ between two runs over the same objects whatever the runner.
+_RUN_COLUMNS = ["ingested_at"]
+_SUMMARY_COUNTS = (
+    "objects_listed",
+    "objects_new",
+    "articles",
+    "rejects",
+    "batches",
+    "rejects_by_reason",
+    "articles_by_source",
+    "articles_by_language",
+)
+
+
+def lake_rows(output: Path) -> dict[str, list[dict]]:
+    tables = {}
+    for name in ("articles", "rejects"):
+        table = ds.dataset(output / name, format="parquet", partitioning="hive").to_table()
+        rows = table.drop_columns(_RUN_COLUMNS).to_pylist()
+        tables[name] = sorted(rows, key=lambda r: (r["object_key"], r["line_number"] or 0))
+    return tables
+
+
+def test_dask_local_cluster_matches_the_default_runner(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, body in sample_objects(SHARED / "samples" / "seed-article.txt").items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "3")  # several batches, so several in flight
+
+    default = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "a"))
+
+    monkeypatch.setenv("NEWSFLOW_TASK_RUNNER_ADDRESS", "local")
+    monkeypatch.setenv("NEWSFLOW_WORKERS", "2")  # a LocalCluster of two worker processes
+    monkeypatch.setenv("NEWSFLOW_BATCHES_IN_FLIGHT", "2")
+    on_dask = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "b"))
+
+    assert default["batches"] > 1
+    for name in _SUMMARY_COUNTS:
+        assert on_dask[name] == default[name], name
+    assert sorted(on_dask["files"]) == sorted(default["files"])
+    assert lake_rows(tmp_path / "b") == lake_rows(tmp_path / "a")
