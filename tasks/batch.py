@@ -62,7 +62,7 @@ def run_stage(
 ) -> Batch:
     """Apply `function` to every article of the batch, in the pool's processes when given."""
     apply = partial(_apply, stage, function, settings)
-    if pool is None or len(batch.articles) < 2:
+    if pool is None or not batch.articles:
         results = list(map(apply, batch.articles))
     else:
         chunksize = max(1, len(batch.articles) // (settings.workers * 4))

@@ -196,18 +196,22 @@ def split_breadcrumb(paragraphs: list[str]) -> tuple[list[str], str | None]:
     return paragraphs[1:], crumbs[-1].rstrip("…. ").strip() or None
 
 
-def drop_title_lines(paragraphs: list[str], title: str | None) -> tuple[list[str], str | None]:
-    """Remove the title from the top of the body; a truncated title ("…") is completed
-    from the full line it abbreviates."""
+def drop_title_lines(
+    paragraphs: list[str], title: str | None, *, may_be_truncated: bool = True
+) -> tuple[list[str], str | None]:
+    """Remove the title from the top of the body. A title taken from the page (a
+    breadcrumb's crumb is often cut short) is completed from the full line it abbreviates;
+    a stated title is not, since a first sentence may simply begin with its words."""
     if not title:
         return paragraphs, title
     title_key = _key(title)
+    truncated = may_be_truncated
     while paragraphs and title_key:
         head_key = _key(paragraphs[0])
         if head_key == title_key:
             paragraphs = paragraphs[1:]
-        elif head_key.startswith(title_key) and len(paragraphs[0]) <= 300:
-            title, title_key = paragraphs[0], head_key
+        elif truncated and head_key.startswith(title_key) and len(paragraphs[0]) <= 300:
+            title, title_key, truncated = paragraphs[0], head_key, False
             paragraphs = paragraphs[1:]
         else:
             break
@@ -296,7 +300,10 @@ def clean_scraped_text(text: str, title: str | None = None) -> tuple[str, str | 
     without one, the breadcrumb's last crumb or a headline-shaped first line stands in."""
     paragraphs = normalise_text(text).split("\n\n")
     paragraphs, crumb_title = split_breadcrumb(paragraphs)
-    paragraphs, title = drop_title_lines(paragraphs, title or crumb_title or headline(paragraphs))
+    if title:
+        paragraphs, title = drop_title_lines(paragraphs, title, may_be_truncated=False)
+    else:
+        paragraphs, title = drop_title_lines(paragraphs, crumb_title or headline(paragraphs))
     paragraphs = cut_footer(dedupe_paragraphs(densest_passage(paragraphs)))
     return "\n\n".join(paragraphs), title
 
@@ -408,6 +415,7 @@ def clean_article(article: Article, settings: Settings) -> Article:
         article.text, title = clean_scraped_text(article.raw, article.title)
         article.page_metadata = {"title": title} if title else {}
     _reject_unless_text(article.text, settings)
+    article.raw = ""  # never written; dropping it spares memory and pickling in later stages
     return article
 
 

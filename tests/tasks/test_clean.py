@@ -325,3 +325,14 @@ def test_no_text_is_rejected_with_a_reason(name: str) -> None:
     raw, content_type = HOSTILE[name]
     with pytest.raises(RejectedArticle, match="no article text"):
         clean_article(make_article(raw, content_type), Settings())
+
+
+def test_stated_title_at_the_start_of_the_body_keeps_the_body() -> None:
+    """A first sentence that begins with the stated title's words is body, not a headline
+    (found by the fault suite: the whole text was dropped as an over-long title)."""
+    body = (
+        "Story 2 version 1. The harbour strike in Rotterdam went on for a second week.\n\n"
+        "Talks between the union and the terminal operators stalled again on Monday."
+    )
+    text, title = clean_scraped_text(body, "Story 2")
+    assert (text, title) == (body, "Story 2")
