@@ -81,13 +81,13 @@ def _import_modules(modules: tuple[str, ...]) -> None:
 def stage_pool(
     settings: Settings, preload: tuple[str, ...] = (), *, enabled: bool = True
 ) -> Iterator[Executor | None]:
-    """Worker processes for the CPU-bound stages (langdetect, lxml and spaCy hold the GIL).
+    """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
     Spawned, not forked: the flow process runs Prefect's threads, and forking a process
     with threads can deadlock the child. The workers start and import the `preload`
-    modules (seconds: Prefect, trafilatura, spaCy) at once, while the flow lists and
-    fetches, instead of inside the first stage. `enabled=False` (a Dask cluster supplies
-    the processes) or one worker runs stages in the calling process.
+    modules (seconds: Prefect, trafilatura, the place and name lists) at once, while the
+    flow lists and fetches, instead of inside the first stage. `enabled=False` (a Dask
+    cluster supplies the processes) or one worker runs stages in the calling process.
     """
     if not enabled or settings.workers <= 1:
         yield None

@@ -65,5 +65,5 @@ def run_stages(article: Article, settings: Settings) -> Article:
 
 @cache
 def processed_seed() -> Article:
-    """The seed article through every stage, once per test session (spaCy is slow)."""
+    """The seed article through every stage, once per test session."""
     return run_stages(make_article(seed_text()), Settings())

@@ -1,6 +1,6 @@
 """Test-only driver: a fork server that runs `newsflow run` in child processes it can kill.
 
-Why a fork server: importing Prefect, spaCy and the stage modules costs seconds per
+Why a fork server: importing Prefect and the stage modules costs seconds per
 process, and the fault suite starts dozens of runs. The server imports and warms them once
 (no threads exist yet, so forking is safe), then forks one child per run. Each child is a
 real ingest process talking to the real Prefect server and S3 endpoint; a fault spec makes

@@ -64,13 +64,46 @@ def test_entities_stop_at_the_configured_lead() -> None:
     assert [e.text for e in article.entities] == ["Paris"]
 
 
-def test_other_languages_get_no_entities_rather_than_wrong_ones() -> None:
+def test_entities_in_other_latin_script_languages() -> None:
     article = make_article("")
     article.language = "de"
     article.text = (
         "Bundeskanzler Olaf Scholz traf am Montag in Berlin den französischen Präsidenten."
     )
+    extract_article(article, Settings())
+    assert {(e.text, e.label) for e in article.entities} == {
+        ("Olaf Scholz", "PERSON"),
+        ("Berlin", "LOC"),
+    }
+
+
+def test_other_scripts_get_no_entities_rather_than_wrong_ones() -> None:
+    article = make_article("")
+    article.language = "ru"
+    article.text = "Владимир Путин прибыл в Москву в понедельник."
     assert extract_article(article, Settings()).entities == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Officials met Rafael Nadal in Madrid.", {("Rafael Nadal", "PERSON"), ("Madrid", "LOC")}),
+        ("US President Donald Trump spoke.", {("US", "LOC"), ("Donald Trump", "PERSON")}),
+        ("He spoke to the Interior Ministry on Monday.", {("Interior Ministry", "ORG")}),
+        (
+            "He sold shares of Ernst & Young, NASA said.",
+            {("Ernst & Young", "ORG"), ("NASA", "ORG")},
+        ),
+        ("A storm hit Washington, DC today.", {("Washington", "LOC"), ("DC", "LOC")}),
+        ("The Cuban and Russian delegations met.", set()),
+        (
+            "It beat the Wild, said coach Bruce Boudreau.",
+            {("Wild", "ORG"), ("Bruce Boudreau", "PERSON")},
+        ),
+    ],
+)
+def test_entity_rules(text: str, expected: set[tuple[str, str]]) -> None:
+    assert {(e.text, e.label) for e in find_entities(text)} == expected
 
 
 def test_stated_fields_win_over_page_metadata() -> None:
