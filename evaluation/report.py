@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
 from evaluation.duplicates import evaluate_duplicates
-from evaluation.entities import evaluate_entities
+from evaluation.entities import HOLDOUT_FILE, LABELS_FILE, evaluate_entities
 from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
 from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
 from evaluation.metadata import evaluate_metadata
@@ -54,15 +54,16 @@ def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
         for detected, text in r.errors:
             yield f"  wrong 5-sentence text: {r.code} read as {detected}: {text[:80]}…"
 
-    entities = evaluate_entities(corpus)
-    yield ""
-    yield (
-        f"Entities: {entities.articles} hand-labelled leads, {entities.labelled} labelled, "
-        f"{entities.found} found"
-    )
-    yield f"  all     P {entities.precision:.3f}  R {entities.recall:.3f}"
-    for label, (precision, recall) in entities.per_label.items():
-        yield f"  {label:7s} P {precision:.3f}  R {recall:.3f}"
+    for name, labels_file in (("rules written against", LABELS_FILE), ("held out", HOLDOUT_FILE)):
+        entities = evaluate_entities(corpus, labels_file)
+        yield ""
+        yield (
+            f"Entities ({name}): {entities.articles} hand-labelled leads, "
+            f"{entities.labelled} labelled, {entities.found} found"
+        )
+        yield f"  all     P {entities.precision:.3f}  R {entities.recall:.3f}"
+        for label, (precision, recall) in entities.per_label.items():
+            yield f"  {label:7s} P {precision:.3f}  R {recall:.3f}"
 
     yield ""
     yield "Metadata, on the pages whose HTML states the field:"
