@@ -88,23 +88,36 @@ class RunSummary:
 
 
 def new_object_batches(
-    refs: Iterator[ObjectRef], ledger: Ledger, summary: RunSummary, batch_size: int, reprocess: bool
+    refs: Iterator[ObjectRef],
+    ledger: Ledger,
+    summary: RunSummary,
+    settings: Settings,
+    reprocess: bool,
 ) -> Iterator[list[ObjectRef]]:
-    """Batches of object versions not yet in the lake, filtered a listing chunk at a time."""
-    pending: list[ObjectRef] = []
+    """Batches of object versions not yet in the lake, filtered a listing chunk at a time.
+
+    A batch closes at `batch_size` objects or `batch_max_bytes` of stored bytes, whichever
+    comes first, so a run of large objects cannot make a batch huge.
+    """
+    batch: list[ObjectRef] = []
+    batch_bytes = 0
     while chunk := list(islice(refs, _LISTING_CHUNK)):
         summary.objects_listed += len(chunk)
         done = (
-            ledger.contains([ref.fingerprint for ref in chunk])
+            ledger.contains([r.fingerprint for r in chunk])
             if not reprocess
             else [False] * len(chunk)
         )
-        pending += [ref for ref, is_done in zip(chunk, done, strict=True) if not is_done]
-        while len(pending) >= batch_size:
-            yield pending[:batch_size]
-            pending = pending[batch_size:]
-    if pending:
-        yield pending
+        for ref, is_done in zip(chunk, done, strict=True):
+            if is_done:
+                continue
+            batch.append(ref)
+            batch_bytes += ref.size
+            if len(batch) >= settings.batch_size or batch_bytes >= settings.batch_max_bytes:
+                yield batch
+                batch, batch_bytes = [], 0
+    if batch:
+        yield batch
 
 
 def _publish_artifacts(summary: RunSummary) -> None:
@@ -261,9 +274,7 @@ def ingest_articles(
             task_runner(settings) as runner,
         ):
             in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
-            for batch_refs in new_object_batches(
-                refs, ledger, summary, settings.batch_size, reprocess
-            ):
+            for batch_refs in new_object_batches(refs, ledger, summary, settings, reprocess):
                 summary.objects_new += len(batch_refs)
                 chain = submit_stages(runner, client, location, batch_refs, settings, pool, salt)
                 in_flight.append((batch_refs, chain))

@@ -33,12 +33,17 @@ class Settings(BaseSettings):
         description="Batches fetched and processed at once while the oldest is written; "
         "memory grows with it. On Dask, at least the number of worker processes.",
     )
+    batch_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="A batch also closes once its objects' stored sizes add up to this.",
+    )
     fetch_concurrency: int = Field(16, ge=1, description="Parallel S3 downloads per batch.")
     max_object_bytes: int = Field(
-        20 * 1024 * 1024, ge=1, description="Objects larger than this (stored size) are rejected."
+        10 * 1024 * 1024, ge=1, description="Objects larger than this (stored size) are rejected."
     )
     max_decoded_bytes: int = Field(
-        50 * 1024 * 1024,
+        20 * 1024 * 1024,
         ge=1,
         description="Bound on decompressed size: a gzip that inflates past it is a bomb.",
     )

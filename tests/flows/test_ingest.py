@@ -238,3 +238,33 @@ def test_cli_run_prints_a_summary(
     printed = capsys.readouterr().out
     assert "1 listed, 1 new; 1 articles written, 0 rejected" in printed
     assert "wire" in printed and "per language" in printed
+
+
+def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
+    from datetime import UTC, datetime
+
+    from flows.ingest import RunSummary, new_object_batches
+    from tasks.fetch import ObjectRef
+    from tasks.ledger import Ledger
+    from tasks.schema import LEDGER_SCHEMA
+    from tasks.settings import Settings
+
+    sizes = [10, 10, 10, 90, 10, 10, 10, 10]
+    refs = [
+        ObjectRef(f"k{n}", "e", size, datetime(2026, 1, 1, tzinfo=UTC))
+        for n, size in enumerate(sizes)
+    ]
+    summary = RunSummary(input="s3://b/", output="lake")
+    batches = new_object_batches(
+        iter(refs),
+        Ledger(LEDGER_SCHEMA.empty_table()),
+        summary,
+        Settings(batch_size=3, batch_max_bytes=100),
+        reprocess=False,
+    )
+    assert [[r.key for r in batch] for batch in batches] == [
+        ["k0", "k1", "k2"],  # three objects
+        ["k3", "k4"],  # 100 bytes
+        ["k5", "k6", "k7"],
+    ]
+    assert summary.objects_listed == 8
