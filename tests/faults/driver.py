@@ -39,7 +39,7 @@ def warm_up() -> None:
     import flows.ingest  # noqa: F401
     from tasks import extract, language
 
-    extract._nlp()
+    extract.find_entities("Olaf Scholz met officials in Berlin.")  # loads places and names
     language.detect_language("A warm-up sentence in English, so that the profiles load.")
 
 

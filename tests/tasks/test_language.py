@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.language import UNDETERMINED, detect_article_language, detect_language
+from tasks.language import (
+    UNDETERMINED,
+    detect_article_language,
+    detect_language,
+    split_passages,
+)
 from tests.corpus import language_sentences, make_article, processed_seed
 
 # A spread of scripts and families langdetect knows, including its weak pairs' members.
@@ -54,7 +59,7 @@ def test_seed_is_english() -> None:
 
 
 def test_single_sentence_accuracy() -> None:
-    """Measured 0.976 on the first 100 sentences of these 17 languages, Catalan and Czech
+    """Measured 0.981 on the first 100 sentences of these 17 languages, Catalan and Czech
     the weakest (sampled langdetect with a fixed seed: 0.971); the whole corpus is in the
     evaluation gate."""
     results = [
@@ -62,17 +67,50 @@ def test_single_sentence_accuracy() -> None:
         for code in LANGUAGES
         for sentence in language_sentences(code)[:100]
     ]
-    assert sum(results) / len(results) >= 0.974
+    assert sum(results) / len(results) >= 0.979
 
 
 @pytest.mark.parametrize(("code", "weak"), [("ca", 0.86), ("nb", 0.91)])
 def test_the_confused_pairs_beat_langdetect_alone(code: str, weak: float) -> None:
     """Raw langdetect gets Catalan and Bokmål right 86 % and 91 % of the time (corpus
-    README); the second opinion must do clearly better."""
+    README); the second opinion must do clearly better (measured 88 %, a file with Spanish
+    and English lines in it, and 97.5 %)."""
     expected = EXPECTED.get(code, code)
     sentences = language_sentences(code)
     right = sum(detect_language(s)[0] == expected for s in sentences) / len(sentences)
     assert right >= weak + 0.015
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Ask me if you have any questions.", "en"),  # langdetect alone: French
+        ("Cadou ghizbi pentru o inima tanara.", "ro"),  # Portuguese
+        ("Vid ansökan till James Cook University bifogas:", "sv"),  # English
+        ("Elimu ilisonga mbele.", "sw"),  # Estonian
+    ],
+)
+def test_lingua_is_asked_when_langdetect_is_unsure(text: str, code: str) -> None:
+    assert detect_language(text)[0] == code
+
+
+def test_a_mixed_text_takes_the_language_most_of_it_is_in() -> None:
+    """Each sentence is read alone: one English sentence, however English its n-grams,
+    weighs by its length; the share left for the answer shows in the confidence."""
+    german = " ".join(language_sentences("de")[:4])
+    english = language_sentences("en")[0]
+    language, confidence = detect_language(f"{english} {german}")
+    assert language == "de"
+    assert 0.6 < confidence < 0.95
+    assert detect_language(german) == ("de", 1.0)
+
+
+def test_fragments_are_read_with_the_next_sentence() -> None:
+    text = "Dr. Josep Cemeli Pons. Bu farw yn 1360. Això és una frase llarga en català."
+    assert split_passages(text) == [
+        "Dr. Josep Cemeli Pons. Bu farw yn 1360.",
+        "Això és una frase llarga en català.",
+    ]
 
 
 def test_latin_boilerplate_around_another_script_does_not_decide() -> None:
