@@ -29,28 +29,15 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.events import OBJECTS_CREATED, bucket_resource_id
 from flows.backfill import backfill_articles
 from flows.compact import compact_lake
 from flows.ingest import ingest_articles
+from tasks.settings import DeploymentSettings
 from tasks.storage import S3Location
 
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-
-
-class DeploymentSettings(BaseSettings):
-    """Where the deployed flows read and write, and when the sweep runs (NEWSFLOW_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
-
-    input_uri: str = Field(description="s3://BUCKET/PREFIX holding the raw articles.")
-    output_uri: str = Field(description="The lake root: s3://BUCKET/PREFIX or a local path.")
-    sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
-    compact_cron: str = Field("30 3 * * *", description="When compaction runs (cron).")
-    timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")
 
 
 def upload_trigger(bucket: str) -> DeploymentEventTrigger:

@@ -61,7 +61,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def _deployment_settings(args: argparse.Namespace) -> Any:
-    from deployments.definitions import DeploymentSettings
+    from tasks.settings import DeploymentSettings
 
     overrides = {"input_uri": args.input, "output_uri": args.output, "sweep_cron": args.cron}
     return DeploymentSettings(**{k: v for k, v in overrides.items() if v is not None})

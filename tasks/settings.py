@@ -1,4 +1,4 @@
-"""All of newsflow's knobs in one object, read from `NEWSFLOW_*` environment variables.
+"""All of newsflow's knobs, read from `NEWSFLOW_*` environment variables.
 
 Flows take the few parameters a person changes per run (input, output, keys); everything
 else comes from here so that a deployment, a test and a benchmark configure it one way.
@@ -78,3 +78,19 @@ class Settings(BaseSettings):
         None,
         description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",
     )
+
+
+class DeploymentSettings(BaseSettings):
+    """Where the deployed flows read and write, and when the sweep runs (NEWSFLOW_*).
+
+    Apart from `Settings` because a run needs none of it and a deployment cannot do
+    without the two URIs.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    input_uri: str = Field(description="s3://BUCKET/PREFIX holding the raw articles.")
+    output_uri: str = Field(description="The lake root: s3://BUCKET/PREFIX or a local path.")
+    sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
+    compact_cron: str = Field("30 3 * * *", description="When compaction runs (cron).")
+    timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, StateType
 
-from deployments.definitions import DeploymentSettings, build_deployments
+from deployments.definitions import build_deployments
 from tasks.ledger import Ledger, current_versions
-from tasks.settings import Settings
+from tasks.settings import DeploymentSettings, Settings
 from tasks.storage import OutputRoot
 from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
 
