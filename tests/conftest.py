@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import pyarrow.fs as pafs
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
@@ -64,6 +65,18 @@ def s3_endpoint() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def arrow_s3(s3_endpoint: str) -> pafs.S3FileSystem:
+    """pyarrow's own S3 filesystem on the test server: reads the lake as an analyst would."""
+    return pafs.S3FileSystem(
+        endpoint_override=s3_endpoint.removeprefix("http://"),
+        scheme="http",
+        access_key=os.environ["AWS_ACCESS_KEY_ID"],
+        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region="us-east-1",
+    )
 
 
 @pytest.fixture(scope="session")

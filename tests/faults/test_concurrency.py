@@ -37,22 +37,15 @@ def test_two_runs_together_on_a_local_lake(
 
 @pytest.mark.parametrize("runs", [2, 3])
 def test_runs_together_on_an_s3_lake(
-    driver: Driver, s3: Any, s3_endpoint: str, bucket: str, runs: int
+    driver: Driver, s3: Any, arrow_s3: pafs.S3FileSystem, bucket: str, runs: int
 ) -> None:
     """On S3 the lease is a conditional PUT (If-None-Match), not a hard link."""
     expected = upload(s3, bucket, article_objects("in/", 16))
     run = Run(f"s3://{bucket}/in/", f"s3://{bucket}/lake", env={"NEWSFLOW_BATCH_SIZE": "4"})
     results = driver.run(*[run] * runs)
     assert all(r.returncode == 0 for r in results), [r.output[-2000:] for r in results]
-    filesystem = pafs.S3FileSystem(
-        endpoint_override=s3_endpoint.split("//")[1],
-        scheme="http",
-        access_key="testing",
-        secret_key="testing-secret",
-        region="us-east-1",
-    )
     table = ds.dataset(
-        f"{bucket}/lake/articles", filesystem=filesystem, partitioning="hive"
+        f"{bucket}/lake/articles", filesystem=arrow_s3, partitioning="hive"
     ).to_table(columns=["object_key", "line_number", "object_etag"])
     units = [(r["object_key"], r["line_number"]) for r in table.to_pylist()]
     assert len(units) == len(set(units)), "doubled rows"

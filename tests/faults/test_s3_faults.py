@@ -32,7 +32,12 @@ def lake_content(filesystem: pafs.FileSystem, root: str) -> tuple[list, list]:
 
 
 def test_flaky_s3_still_gives_exactly_once(
-    driver: Driver, s3: Any, s3_endpoint: str, bucket: str, tmp_path: Path
+    driver: Driver,
+    s3: Any,
+    s3_endpoint: str,
+    arrow_s3: pafs.S3FileSystem,
+    bucket: str,
+    tmp_path: Path,
 ) -> None:
     """500, 503 SlowDown, dropped connections and cut bodies on ~10 % of requests, on the
     input reads and on the lake's own writes (S3 output): boto3's and Arrow's retries plus
@@ -51,15 +56,8 @@ def test_flaky_s3_still_gives_exactly_once(
     for result in results:
         assert result.returncode == 0, result.output[-5000:]
     assert_exactly_once(local, expected)
-    filesystem = pafs.S3FileSystem(
-        endpoint_override=s3_endpoint.split("//")[1],
-        scheme="http",
-        access_key="testing",
-        secret_key="testing-secret",
-        region="us-east-1",
-    )
     on_s3 = f"{bucket}/lake"
-    assert lake_content(filesystem, on_s3) == lake_content(pafs.LocalFileSystem(), str(local))
+    assert lake_content(arrow_s3, on_s3) == lake_content(pafs.LocalFileSystem(), str(local))
     assert lake_content(pafs.LocalFileSystem(), str(local)) == lake_content(
         pafs.LocalFileSystem(), str(baseline)
     ), "faults changed what was written"

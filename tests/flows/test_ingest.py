@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pytest
 
 import tasks.write as write_module
@@ -184,7 +182,7 @@ def test_run_killed_mid_publish_is_completed_by_the_rerun(
     assert accounted(output) == sorted((f"in/s/{n}.txt", 0) for n in range(7))
 
 
-def test_s3_output_and_keys_parameter(s3, bucket: str, tmp_path: Path) -> None:
+def test_s3_output_and_keys_parameter(s3, arrow_s3, bucket: str, tmp_path: Path) -> None:
     upload(
         s3,
         bucket,
@@ -207,15 +205,8 @@ def test_s3_output_and_keys_parameter(s3, bucket: str, tmp_path: Path) -> None:
     rest = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
     assert (rest["objects_listed"], rest["objects_new"]) == (2, 1)
 
-    filesystem = pafs.S3FileSystem(
-        endpoint_override=os.environ["AWS_ENDPOINT_URL"].split("//")[1],
-        scheme="http",
-        access_key="testing",
-        secret_key="testing-secret",
-        region="us-east-1",
-    )
     table = ds.dataset(
-        f"{bucket}/lake/articles", filesystem=filesystem, partitioning="hive"
+        f"{bucket}/lake/articles", filesystem=arrow_s3, partitioning="hive"
     ).to_table()
     assert sorted(table.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]
