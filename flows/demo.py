@@ -19,10 +19,20 @@ import boto3
 
 DEMO_BUCKET = "newsflow-demo"
 DEMO_PREFIX = "inbox/"
-_SEED = Path(__file__).resolve().parents[1] / ".." / "shared" / "samples" / "seed-article.txt"
+_SEED_IN_SHARED = Path("shared", "samples", "seed-article.txt")
 
 
-def sample_objects(seed_article: Path | None = _SEED) -> dict[str, bytes]:
+def find_seed_article() -> Path | None:
+    """The project's seed article in `../shared` beside the checkout, if it is there: next
+    to the working directory (an installed package lives elsewhere) or to the source."""
+    checkouts = (Path.cwd(), Path(__file__).resolve().parents[1])
+    return next(
+        (c.parent / _SEED_IN_SHARED for c in checkouts if (c.parent / _SEED_IN_SHARED).is_file()),
+        None,
+    )
+
+
+def sample_objects(seed_article: Path | None) -> dict[str, bytes]:
     """Object key -> bytes: good articles in every format, then inputs that must be rejected."""
     samples = files("flows") / "samples"
     objects = {
@@ -41,7 +51,7 @@ def sample_objects(seed_article: Path | None = _SEED) -> dict[str, bytes]:
         "inbox/broken/report.pdf": b"%PDF-1.7 not an article format",
         "inbox/../../escape=1/a name with spaces.html": b"<p>keys are data, never paths</p>",
     }
-    if seed_article is not None and seed_article.is_file():
+    if seed_article is not None:
         objects["inbox/14ymedio/2023/russia-cuba.txt"] = seed_article.read_bytes()
     return objects
 
@@ -78,7 +88,10 @@ def run_demo(output: str) -> None:
     endpoint = start_local_s3()
     client = boto3.client("s3")
     client.create_bucket(Bucket=DEMO_BUCKET)
-    objects = sample_objects()
+    seed_article = find_seed_article()
+    if seed_article is None:
+        print("../shared/samples/seed-article.txt not found: running without the seed article")
+    objects = sample_objects(seed_article)
     for key, body in objects.items():
         client.put_object(Bucket=DEMO_BUCKET, Key=key, Body=body)
     print(f"uploaded {len(objects)} objects to s3://{DEMO_BUCKET}/{DEMO_PREFIX} at {endpoint}")

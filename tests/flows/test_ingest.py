@@ -259,3 +259,18 @@ def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
         ["k5", "k6", "k7"],
     ]
     assert summary.objects_listed == 8
+
+
+def test_demo_finds_the_seed_beside_the_working_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed (non-editable) package lives in site-packages: the demo must look
+    beside the checkout it is started from."""
+    from flows.demo import find_seed_article
+
+    seed = tmp_path / "shared" / "samples" / "seed-article.txt"
+    seed.parent.mkdir(parents=True)
+    seed.write_text("Home » News » A title\n\nA body.")
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert find_seed_article() == seed
