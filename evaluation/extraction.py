@@ -9,41 +9,12 @@ from dataclasses import dataclass
 import lxml.html
 
 from evaluation.corpus import CorpusPage, Scores, score_extraction, split_pages
-from tasks.clean import clean_html, clean_scraped_text
+from tasks.clean import BLOCK_TAGS, clean_html, clean_scraped_text
 
 # Elements whose text no reader sees.
 _INVISIBLE = ("script", "style", "noscript", "template", "svg", "head")
-_BLOCKS = frozenset(
-    [
-        "p",
-        "div",
-        "section",
-        "article",
-        "header",
-        "footer",
-        "nav",
-        "aside",
-        "main",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "li",
-        "ul",
-        "ol",
-        "blockquote",
-        "pre",
-        "table",
-        "tr",
-        "dd",
-        "dt",
-        "figcaption",
-        "form",
-        "br",
-    ]
-)
+# A whole page's blocks: the article's, plus the page furniture a scraper also keeps.
+_BLOCKS = BLOCK_TAGS | {"header", "footer", "nav", "aside", "main", "form"}
 
 
 @dataclass(frozen=True, slots=True)

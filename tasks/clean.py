@@ -48,7 +48,7 @@ RESCUE_OVERLAP = 0.8
 # list) are legitimately whole list items.
 MIN_LINK_PARAGRAPH_WORDS = 4
 # Block elements of readability's summary: each starts a paragraph.
-_BLOCK_TAGS = frozenset(
+BLOCK_TAGS = frozenset(
     [
         "p",
         "div",
@@ -345,7 +345,7 @@ def _readability_text(html: str) -> str:
     except (Unparseable, ParserError, ValueError):
         return ""
     for element in summary.iter():
-        if element.tag in _BLOCK_TAGS:
+        if element.tag in BLOCK_TAGS:
             element.tail = "\n\n" + (element.tail or "")
             if element.tag != "br":
                 element.text = "\n\n" + (element.text or "")
