@@ -42,8 +42,8 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"output": root.uri, "files_merged": 0, "files_written": 0}
     with hold_lease(root, settings) as lease:
         ledger = Ledger.load(root)
-        summary["recovered_batches"] = len(recover_output(root, ledger))
         summary["recovered_compactions"] = len(recover_compactions(root, ledger))
+        summary["recovered_batches"] = len(recover_output(root, ledger))
         summary["rows_moved"] = 0
         for partition in partitions(root):
             planned = plan_partition(root, partition, settings.compact_target_bytes)

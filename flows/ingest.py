@@ -241,8 +241,10 @@ def ingest_articles(
 
     with hold_lease(root, settings) as lease:
         ledger = Ledger.load(root)
-        summary.recovered_batches = len(recover_output(root, ledger))
-        summary.recovered_batches += len(recover_compactions(root, ledger))
+        # Compactions first: until they are finished the ledger may name a merged file
+        # that a batch's publish would then fail to find.
+        summary.recovered_batches = len(recover_compactions(root, ledger))
+        summary.recovered_batches += len(recover_output(root, ledger))
         if summary.recovered_batches:
             logger.info(
                 "recovered %d batches left by an interrupted run", summary.recovered_batches
@@ -268,7 +270,7 @@ def ingest_articles(
                 summary.articles_per_second,
             )
 
-        refs = list_objects(client, location, keys)
+        refs = list_objects(client, location, keys, settings.fetch_concurrency)
         with (
             stage_pool(settings, _STAGE_MODULES, enabled=not on_dask) as pool,
             task_runner(settings) as runner,

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tasks.ledger import LEDGER_DIR, Ledger, current_versions
+from tasks.ledger import Ledger, commit_ledger, current_versions
 from tasks.schema import LEDGER_SCHEMA
 from tasks.storage import OutputRoot, write_atomically
 from tasks.write import ARTICLES_DIR
@@ -163,12 +163,8 @@ def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
         compression="zstd",
     )
     rows = _ledger_rows(ledger, compaction, pc.unique(table.column("object_key")))
-    committed = root.path(LEDGER_DIR, f"{compaction.compaction_id}.parquet")
     staged_ledger = root.path(COMPACTING_DIR, f"{compaction.compaction_id}.ledger.parquet")
-    pq.write_table(rows, staged_ledger, filesystem=root.filesystem, compression="zstd")
-    root.ensure_dir(root.path(LEDGER_DIR))
-    root.move(staged_ledger, committed)
-    ledger.record(rows)
+    commit_ledger(root, ledger, compaction.compaction_id, rows, staged_ledger)
     _finish(root, compaction)
     return table.num_rows
 

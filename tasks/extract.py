@@ -25,7 +25,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.batch import Batch, run_stage
-from tasks.schema import Article, Entity, EntityLabel
+from tasks.schema import Article, Entity, EntityLabel, as_utc
 from tasks.settings import Settings
 
 # Bylines and datelines sit in the first few short paragraphs of scraped text.
@@ -151,15 +151,10 @@ COUNTRY_SHORT_FORMS = ("US", "U.S.", "USA", "UK", "U.K.")
 _SHORT_FORMS = frozenset(name.casefold() for name in COUNTRY_SHORT_FORMS)
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """Naive means UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def parse_date(value: str) -> datetime | None:
     """An ISO 8601 date or timestamp as a tz-aware UTC datetime."""
     try:
-        return _as_utc(datetime.fromisoformat(value.strip()))
+        return as_utc(datetime.fromisoformat(value.strip()))
     except ValueError:
         return None
 
@@ -506,9 +501,7 @@ def extract_article(article: Article, settings: Settings) -> Article:
         article.author = metadata.get("author") or author_from_text(article.text)
     if article.url is None and metadata.get("url", "").startswith(("http://", "https://")):
         article.url = metadata["url"]
-    if article.published_at is not None:
-        article.published_at = _as_utc(article.published_at)
-    else:
+    if article.published_at is None:  # a stated one is UTC already (fetch validated it)
         stated = _plausible(parse_date(metadata["date"])) if "date" in metadata else None
         article.published_at = stated or date_from_text(article.text, article.language)
     if article.language in ENTITY_LANGUAGES and settings.entity_max_chars:

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import charset_normalizer
@@ -27,7 +27,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from tasks.batch import Batch
-from tasks.schema import Article, ContentType, Reject, RejectedArticle, object_fingerprint
+from tasks.schema import (
+    Article,
+    ContentType,
+    Reject,
+    RejectedArticle,
+    as_utc,
+    object_fingerprint,
+)
 from tasks.settings import Settings
 from tasks.storage import S3Location
 
@@ -81,25 +88,31 @@ def batch_id_for(refs: Iterable[ObjectRef], salt: str = "") -> str:
     return digest.hexdigest()
 
 
+def _head(client: Any, bucket: str, key: str) -> ObjectRef | None:
+    """The current version of one named object; None if it has been deleted since."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None  # deleted since the event: there is no object left to account for
+        raise
+    return ObjectRef(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"])
+
+
 def list_objects(
-    client: Any, location: S3Location, keys: list[str] | None = None
+    client: Any, location: S3Location, keys: list[str] | None = None, concurrency: int = 16
 ) -> Iterator[ObjectRef]:
     """Stream the objects under the prefix (or just `keys`), one listing page at a time."""
     if keys is not None:
-        for key in keys:
-            if not key.startswith(location.prefix):
-                # An event for another prefix (the lake's own writes, say) is not input.
+        named = []
+        for key in dict.fromkeys(keys):  # a key named twice is still one object
+            if key.startswith(location.prefix):
+                named.append(key)
+            else:  # an event for another prefix (the lake's own writes, say) is not input
                 logger.warning("skipping %r: not under %s", key, location)
-                continue
-            try:
-                head = client.head_object(Bucket=location.bucket, Key=key)
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                    continue  # deleted since the event: there is no object left to account for
-                raise
-            yield ObjectRef(
-                key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"]
-            )
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="head") as pool:
+            heads = pool.map(lambda key: _head(client, location.bucket, key), named)
+            yield from (ref for ref in heads if ref is not None)
         return
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
@@ -223,7 +236,7 @@ class JsonArticle(BaseModel):
         if value is None:
             return None
         try:
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            return as_utc(value)
         except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC equivalent
             raise ValueError("date out of range once converted to UTC") from None
 

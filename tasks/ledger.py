@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import socket
 import threading
 import time
@@ -125,6 +126,18 @@ class Ledger:
         each key once, so its own commits never need to be looked up as 'already done'."""
         self.table = pa.concat_tables([self.table, rows])
         self._batches.update(rows.column("batch_id").to_pylist())
+
+
+def commit_ledger(
+    root: OutputRoot, ledger: Ledger, commit_id: str, rows: pa.Table, staged_path: str
+) -> None:
+    """The commit point of a batch or a compaction: its ledger rows, written aside, then
+    moved into `_ledger/<commit_id>.parquet` in one step."""
+    root.ensure_dir(posixpath.dirname(staged_path))
+    pq.write_table(rows, staged_path, filesystem=root.filesystem, compression="zstd")
+    root.ensure_dir(root.path(LEDGER_DIR))
+    root.move(staged_path, root.path(LEDGER_DIR, f"{commit_id}.parquet"))
+    ledger.record(rows)
 
 
 class LeaseUnavailable(RuntimeError):
@@ -243,13 +256,16 @@ class Lease:
             os.unlink(private)
 
     def _read(self) -> dict[str, Any] | None:
+        """The holder's record, with `expires_at` parsed; None when there is no readable one."""
         try:
             with self.root.filesystem.open_input_stream(self.root.path(LEASE_FILE)) as stream:
-                return json.loads(stream.read())
+                holder = json.loads(stream.read())
+            holder["expires_at"] = datetime.fromisoformat(holder["expires_at"])
+            return dict(holder)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError):
-            return None  # being replaced this instant: look again
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # being replaced this instant, or not ours: look again
 
     def _delete_if_owner(self, owner: str | None) -> None:
         holder = self._read()
@@ -268,8 +284,7 @@ class Lease:
         while not self._try_create():
             holder = self._read()
             if holder is not None and (
-                datetime.fromisoformat(holder["expires_at"]) < datetime.now(UTC)
-                or holder_is_dead(holder)
+                holder["expires_at"] < datetime.now(UTC) or holder_is_dead(holder)
             ):
                 # Its holder died. Delete only that holder's lease: another waiter may have
                 # taken it over since we read it. The next _try_create races fairly.
@@ -292,9 +307,7 @@ class Lease:
         write_atomically(self.root, self.root.path(LEASE_FILE), self._body())
 
     def release(self) -> None:
-        holder = self._read()
-        if holder is not None and holder.get("owner") == self.owner:
-            self._delete()
+        self._delete_if_owner(self.owner)
 
 
 def _heartbeat(lease: Lease, stop: threading.Event) -> None:

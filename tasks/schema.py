@@ -147,7 +147,13 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 
+# The Hive partitions of `articles/`: values in the path (`source=…/date=…`), not in files.
 PARTITION_SCHEMA = pa.schema([("source", pa.string()), ("date", pa.string())])
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The lake's times are UTC; a time without a zone is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def object_fingerprint(key: str, etag: str) -> bytes:

@@ -31,15 +31,15 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.batch import Batch
 from tasks.fetch import ObjectRef
-from tasks.ledger import LEDGER_DIR, Ledger
-from tasks.schema import LEDGER_SCHEMA, articles_table, rejects_table
+from tasks.ledger import Ledger, commit_ledger
+from tasks.schema import LEDGER_SCHEMA, PARTITION_SCHEMA, articles_table, rejects_table
 from tasks.storage import OutputRoot
 
 ARTICLES_DIR = "articles"
 REJECTS_DIR = "rejects"
 STAGING_DIR = "_staging"
 PUBLISHING_MARKER = "_PUBLISHING"
-PARTITION_COLUMNS = ["source", "date"]
+PARTITION_COLUMNS = PARTITION_SCHEMA.names
 
 
 @dataclass(slots=True)
@@ -111,7 +111,7 @@ def _remove_rows(root: OutputRoot, relative: str, keys: set[str]) -> None:
         root.delete_file(path)
         return
     hidden = posixpath.join(posixpath.dirname(path), f".rewrite-{posixpath.basename(path)}.tmp")
-    pq.write_table(remaining, hidden, filesystem=root.filesystem, compression="zstd")
+    _write_parquet(root, remaining, hidden)
     root.move(hidden, path)
 
 
@@ -180,13 +180,7 @@ def write_batch_files(
                 files_of_key[reject.object_key].append(relative)
 
     rows = _ledger_rows(refs, batch, files_of_key, now)
-    _write_parquet(root, rows, posixpath.join(staging, "ledger.parquet"))
-    root.ensure_dir(root.path(LEDGER_DIR))
-    root.move(
-        posixpath.join(staging, "ledger.parquet"),
-        root.path(LEDGER_DIR, f"{batch.batch_id}.parquet"),
-    )
-    ledger.record(rows)
+    commit_ledger(root, ledger, batch.batch_id, rows, posixpath.join(staging, "ledger.parquet"))
     publish_batch(root, batch.batch_id, ledger)
     return WriteReport(
         batch.batch_id, rows.num_rows, len(batch.articles), len(batch.rejects), written

@@ -185,7 +185,7 @@ def test_listing_and_download_through_the_s3_server(s3, bucket: str) -> None:
     location = S3Location.parse(f"s3://{bucket}/inbox")
     refs = list(list_objects(s3, location))
     assert [ref.key for ref in refs] == ["inbox/src/a.txt", "inbox/src/big.txt"]
-    named = ["inbox/src/a.txt", "inbox/gone.txt", "elsewhere/b.txt"]
+    named = ["inbox/src/a.txt", "inbox/gone.txt", "elsewhere/b.txt", "inbox/src/a.txt"]
     assert list(list_objects(s3, location, keys=named)) == refs[:1]
 
     batch = fetch_objects(s3, location, refs, Settings(max_object_bytes=1000))

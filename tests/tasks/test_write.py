@@ -188,3 +188,10 @@ def test_reprocessing_into_another_partition_leaves_no_stale_rows(root: OutputRo
     assert rows(root) == {"in/a/1.txt": "one, improved", "in/a/2.txt": "two"}
     dates = ds.dataset(root.path("articles"), filesystem=root.filesystem, partitioning="hive")
     assert set(dates.to_table(columns=["date"]).column("date").to_pylist()) == {"2025-01-02"}
+
+
+def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -> None:
+    with root.filesystem.open_output_stream(root.path(LEASE_FILE)) as stream:
+        stream.write(b'{"owner": "someone else, another format"}')
+    with pytest.raises(LeaseUnavailable, match="waited 0s"):
+        Lease(root, Settings(lease_wait_seconds=0), "me").acquire()
