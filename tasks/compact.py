@@ -106,8 +106,9 @@ def _staged_path(root: OutputRoot, compaction_id: str) -> str:
 
 def _ledger_rows(ledger: Ledger, compaction: Compaction, keys: pa.Array) -> pa.Table:
     """Each moved object's current row, re-committed with `G`'s files replaced by `M`."""
-    current = current_versions(ledger.table)
-    moved = current.filter(pc.is_in(current.column("object_key"), value_set=keys))
+    # The keys' rows first, then their newest: the same rows as sorting the whole ledger.
+    table = ledger.table
+    moved = current_versions(table.filter(pc.is_in(table.column("object_key"), value_set=keys)))
     sources = set(compaction.sources)
     paths = [
         sorted({compaction.merged if path in sources else path for path in row or []})

@@ -104,13 +104,19 @@ class Ledger:
         return self._current[positions] == probe
 
     def superseded_paths(self, batch_id: str) -> dict[str, set[str]]:
-        """Files holding earlier rows of the objects this batch committed: path -> keys."""
+        """Files holding earlier rows of the objects this batch committed: path -> keys.
+
+        Only each object's previous version counts: versions before it lost their rows when
+        it was published (recovery finishes any publish a crash cut short).
+        """
         mine = self.table.filter(pc.equal(self.table.column("batch_id"), batch_id))
         keys = pc.unique(mine.column("object_key").combine_chunks())
-        older = self.table.filter(
-            pc.and_(
-                pc.is_in(self.table.column("object_key"), value_set=keys),
-                pc.not_equal(self.table.column("batch_id"), batch_id),
+        older = current_versions(
+            self.table.filter(
+                pc.and_(
+                    pc.is_in(self.table.column("object_key"), value_set=keys),
+                    pc.not_equal(self.table.column("batch_id"), batch_id),
+                )
             )
         )
         found: dict[str, set[str]] = {}
