@@ -22,8 +22,8 @@ from flows.ingest import ingest_articles
 from tasks.fetch import source_from_key
 from tasks.ledger import Ledger, current_versions
 from tasks.settings import Settings
+from tasks.snapshot import ARTICLES_DIR
 from tasks.storage import OutputRoot, S3Location
-from tasks.write import ARTICLES_DIR
 
 # Keys per ingest subflow: keeps each run's `keys` parameter well under Prefect's 512 KB.
 KEYS_PER_RUN = 2000

@@ -1,4 +1,4 @@
-"""The compaction flow: merge each partition's small article files into larger ones.
+"""The compaction flow: merge each partition's small Parquet files into larger ones.
 
 Run daily (see `deployments/`); the protocol and what readers see while it runs are in
 `tasks/compact.py`. It holds the output's lease, so it never overlaps an ingest run.
@@ -6,14 +6,17 @@ Run daily (see `deployments/`); the protocol and what readers see while it runs 
 
 from __future__ import annotations
 
+import posixpath
+from itertools import groupby
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.compact import Compaction, compact, partitions, plan_partition, recover_compactions
+from tasks.compact import Compaction, compact, plan, recover_compactions
 from tasks.ledger import Ledger, hold_lease
 from tasks.settings import Settings
+from tasks.snapshot import collect_retired, data_files, write_snapshot
 from tasks.storage import OutputRoot
 from tasks.write import recover_output
 
@@ -36,7 +39,8 @@ def compact_partition(
 
 @flow(name="compact-lake")
 def compact_lake(output_uri: str) -> dict[str, Any]:
-    """Merge the small files of every partition of the lake at `output_uri`."""
+    """Merge the small files of every partition (and of the rejects) at `output_uri`,
+    and delete the files earlier compactions retired once their retention has passed."""
     settings = Settings()
     root = OutputRoot.open(output_uri, settings)
     summary: dict[str, Any] = {"output": root.uri, "files_merged": 0, "files_written": 0}
@@ -44,13 +48,14 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
         ledger = Ledger.load(root)
         summary["recovered_compactions"] = len(recover_compactions(root, ledger))
         summary["recovered_batches"] = len(recover_output(root, ledger))
+        write_snapshot(root)
         summary["rows_moved"] = 0
-        for partition in partitions(root):
-            planned = plan_partition(root, partition, settings.compact_target_bytes)
-            if not planned:
-                continue
-            summary["rows_moved"] += compact_partition(root, partition, planned, ledger)
-            summary["files_merged"] += sum(len(c.sources) for c in planned)
-            summary["files_written"] += len(planned)
+        planned = plan(data_files(root), settings.compact_target_bytes)
+        for partition, group in groupby(planned, key=lambda c: posixpath.dirname(c.merged)):
+            compactions = list(group)
+            summary["rows_moved"] += compact_partition(root, partition, compactions, ledger)
+            summary["files_merged"] += sum(len(c.sources) for c in compactions)
+            summary["files_written"] += len(compactions)
             lease.renew()
+        summary["retired_files_deleted"] = collect_retired(root, settings.retired_file_seconds)
     return summary

@@ -100,16 +100,22 @@ def run_demo(output: str) -> None:
     _print_summary(summary)
 
     lake = Path(output).resolve()
-    query = f"""
+    snapshot = f"""
+        SET VARIABLE articles = (SELECT list(path) FROM '{lake}/_snapshot.parquet'
+                                 WHERE dataset = 'articles');
+        SET VARIABLE rejects = (SELECT list(path) FROM '{lake}/_snapshot.parquet'
+                                WHERE dataset = 'rejects');"""
+    query = """
         SELECT source, date, language, title, word_count, keywords[1:3] AS keywords
-        FROM read_parquet('{lake}/articles/**/*.parquet', hive_partitioning = true)
+        FROM read_parquet(getvariable('articles'), hive_partitioning = true)
         ORDER BY source, date"""
-    print(f"\nDuckDB:{query}\n")
-    print(duckdb.sql(query))
-    rejects = (
-        f"SELECT object_key, stage, reason FROM read_parquet('{lake}/rejects/*.parquet') ORDER BY 1"
-    )
-    print(duckdb.sql(rejects))
+    rejects = """
+        SELECT object_key, stage, reason FROM read_parquet(getvariable('rejects')) ORDER BY 1"""
+    print(f"\nDuckDB, reading the files the lake's snapshot names:{snapshot}{query}\n")
+    connection = duckdb.connect()
+    connection.execute(snapshot)
+    print(connection.sql(query))
+    print(connection.sql(rejects))
 
     again = ingest_articles(input_uri=f"s3://{DEMO_BUCKET}/{DEMO_PREFIX}", output_uri=output)
     print(f"second run: {again['objects_new']} new objects, {again['articles']} articles written")

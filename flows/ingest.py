@@ -32,6 +32,7 @@ from tasks.fetch import ObjectRef, fetch_batch, list_objects
 from tasks.language import detect_language_batch
 from tasks.ledger import Ledger, hold_lease
 from tasks.settings import Settings
+from tasks.snapshot import collect_retired, write_snapshot
 from tasks.storage import OutputRoot, S3Location, s3_client
 from tasks.write import WriteReport, recover_output, write_batch
 
@@ -249,6 +250,8 @@ def ingest_articles(
             logger.info(
                 "recovered %d batches left by an interrupted run", summary.recovered_batches
             )
+        collect_retired(root, settings.retired_file_seconds)
+        write_snapshot(root)  # it may lag behind a publish that a crash cut short
         logger.info("%d objects already in the lake at %s", len(ledger), root.uri)
 
         def write_oldest(

@@ -1,26 +1,29 @@
-"""Compaction: merge a partition's small article files into files of about a target size.
+"""Compaction: merge a directory's small Parquet files into files of about a target size.
 
-Every batch writes one file per partition it touches, so a busy partition collects many
-small files (slow to list and to read). One compaction of a group of files `G` into `M`:
+Every batch writes one file per partition it touches and one rejects file, so a busy
+partition collects many small files (slow to list and to read). One compaction of a
+group of files `G` of one directory (an `articles/source=…/date=…` partition, or
+`rejects/`) into `M`:
 
 1. **journal**: `_compacting/<id>.json` names `M` and `G`. Readers never look there.
 2. **stage**: write `M`'s rows to `_compacting/<id>.parquet`.
 3. **commit**: write `_ledger/<id>.parquet`, one row per object whose rows moved, copied
    from its current row with the files of `G` replaced by `M` (so `paths` stays truthful
-   and a later reprocess rewrites `M`, not the deleted files).
-4. **swap**: rename the staged file to `M` (one atomic rename, or one S3 copy), then
-   delete the files of `G`, then the journal.
+   and a later reprocess rewrites `M`, not the retired files).
+4. **swap**: rename the staged file to `M` (one atomic rename, or one S3 copy), retire
+   `G` and write the snapshot without `G` and with `M` (one atomic object: the moment
+   readers switch), then delete the journal.
 
 A run that dies before 3 leaves a journal whose id is not in the ledger: the next holder
 of the lease deletes the staged file. One that dies after 3 is finished by the next
 holder (`recover_compactions`, which the ingest flow also runs before it writes).
 
-What readers see: rows are never missing. A reader that lists the partition in the
-instant between the rename and the last deletion of step 4 (a few file deletions, no
-data written) can see the moved rows twice; `article_id` is unique per row, so a reader
-that must be exact even then deduplicates on it. No multi-file swap on plain files or
-S3 can close that window: moving a row between two objects needs one atomic operation
-over both, which neither offers.
+What readers see: a reader of the snapshot (`tasks/snapshot.py`) sees the rows in `G`
+before the swap and in `M` after it, each exactly once, and the files of `G` stay on
+storage for `retired_file_seconds` so a read begun before the swap can finish. A reader
+that globs the directory instead sees `M`'s rows twice until the retired files are
+deleted (`article_id` is unique per row, so it can deduplicate): no multi-file change can
+be atomic for a reader that lists files one by one.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ import pyarrow.parquet as pq
 
 from tasks.ledger import Ledger, commit_ledger, current_versions
 from tasks.schema import LEDGER_SCHEMA
+from tasks.snapshot import DataFile, retire, write_snapshot
 from tasks.storage import OutputRoot, write_atomically
-from tasks.write import ARTICLES_DIR
 
 COMPACTING_DIR = "_compacting"
 
@@ -63,37 +66,25 @@ class Compaction:
         return cls(compaction_id, merged, tuple(sorted(sources)))
 
 
-def partitions(root: OutputRoot) -> list[str]:
-    """Relative paths of the `articles/source=…/date=…` directories."""
-    selector = pafs.FileSelector(root.path(ARTICLES_DIR), recursive=True, allow_not_found=True)
-    found = {
-        posixpath.relpath(posixpath.dirname(info.path), root.base)
-        for info in root.filesystem.get_file_info(selector)
-        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
-    }
-    return sorted(found)
-
-
-def plan_partition(root: OutputRoot, partition: str, target_bytes: int) -> list[Compaction]:
-    """Groups of the partition's files smaller than `target_bytes`, packed in name order
-    until a group reaches the target; a group of one file is left alone."""
-    selector = pafs.FileSelector(root.path(partition))
-    small = sorted(
-        (info.base_name, info.size or 0)
-        for info in root.filesystem.get_file_info(selector)
-        if info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and (info.size or 0) < target_bytes
-    )
-    groups: list[list[str]] = [[]]
-    filled = 0
-    for name, size in small:
-        if filled >= target_bytes:
-            groups.append([])
-            filled = 0
-        groups[-1].append(posixpath.join(partition, name))
-        filled += size
-    return [Compaction.of(partition, group) for group in groups if len(group) > 1]
+def plan(files: list[DataFile], target_bytes: int) -> list[Compaction]:
+    """Per directory, groups of its files smaller than `target_bytes`, packed in name
+    order until a group reaches the target; a group of one file is left alone."""
+    small: dict[str, list[DataFile]] = {}
+    for data_file in sorted(files, key=lambda f: f.relative):
+        if data_file.bytes < target_bytes:
+            small.setdefault(posixpath.dirname(data_file.relative), []).append(data_file)
+    compactions = []
+    for directory, candidates in small.items():
+        groups: list[list[str]] = [[]]
+        filled = 0
+        for data_file in candidates:
+            if filled >= target_bytes:
+                groups.append([])
+                filled = 0
+            groups[-1].append(data_file.relative)
+            filled += data_file.bytes
+        compactions += [Compaction.of(directory, group) for group in groups if len(group) > 1]
+    return compactions
 
 
 def _journal_path(root: OutputRoot, compaction_id: str) -> str:
@@ -139,8 +130,8 @@ def _finish(root: OutputRoot, compaction: Compaction) -> None:
     staged = _staged_path(root, compaction.compaction_id)
     if root.filesystem.get_file_info(staged).type == pafs.FileType.File:
         root.move(staged, root.path(compaction.merged))
-    for source in compaction.sources:
-        root.delete_file(root.path(source))
+    retire(root, compaction.compaction_id, list(compaction.sources))
+    write_snapshot(root)
     root.delete_file(_journal_path(root, compaction.compaction_id))
 
 

@@ -147,6 +147,15 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 
+# `_snapshot.parquet`: one row per data file a reader should read now (tasks/snapshot.py).
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),  # as readers open it: an absolute path or s3://bucket/key
+        ("dataset", pa.string()),  # "articles" or "rejects"
+        ("bytes", pa.int64()),
+    ]
+)
+
 # The Hive partitions of `articles/`: values in the path (`source=…/date=…`), not in files.
 PARTITION_SCHEMA = pa.schema([("source", pa.string()), ("date", pa.string())])
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="Compaction merges a partition's files smaller than this into files of "
         "about this size.",
     )
+    retired_file_seconds: int = Field(
+        900,
+        ge=0,
+        description="Files a compaction replaced stay this long after leaving the snapshot, "
+        "so that reads begun from an older snapshot can finish; then they are deleted.",
+    )
     task_runner_address: str | None = Field(
         None,
         description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",

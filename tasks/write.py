@@ -33,10 +33,9 @@ from tasks.batch import Batch
 from tasks.fetch import ObjectRef
 from tasks.ledger import Ledger, commit_ledger
 from tasks.schema import LEDGER_SCHEMA, PARTITION_SCHEMA, articles_table, rejects_table
+from tasks.snapshot import ARTICLES_DIR, REJECTS_DIR, write_snapshot
 from tasks.storage import OutputRoot
 
-ARTICLES_DIR = "articles"
-REJECTS_DIR = "rejects"
 STAGING_DIR = "_staging"
 PUBLISHING_MARKER = "_PUBLISHING"
 PARTITION_COLUMNS = PARTITION_SCHEMA.names
@@ -191,8 +190,10 @@ def write_batch_files(
 def write_batch(
     root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger
 ) -> WriteReport:
-    """Write and commit one batch; retried because S3 writes fail transiently."""
+    """Write and commit one batch, then show it to snapshot readers; retried because S3
+    writes fail transiently."""
     report = write_batch_files(root, batch, refs, ledger)
+    write_snapshot(root)
     get_run_logger().info(
         "batch %s: committed %d objects as %d articles and %d rejects in %d files",
         report.batch_id,

@@ -16,7 +16,7 @@ from tests.faults.lake import assert_exactly_once, duckdb_articles, duckdb_rejec
 BATCH_SIZE = 50
 LAKE_FILE = re.compile(
     r"(articles/source=[a-z0-9]+(-[a-z0-9]+)*/date=\d{4}-\d{2}-\d{2}|rejects|_ledger)/"
-    r"(part-)?[0-9a-f]{16}\.parquet"
+    r"(part-)?[0-9a-f]{16}\.parquet|_snapshot\.parquet"
 )
 LIMITS = {
     "NEWSFLOW_MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES),

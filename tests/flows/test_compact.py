@@ -1,9 +1,12 @@
-"""Compaction end to end: real flow runs on a lake the ingest flow wrote."""
+"""Compaction end to end: real flow runs on a lake the ingest flow wrote, read by DuckDB
+the two ways analysts read it: through the snapshot, and by globbing the folders."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -13,6 +16,7 @@ from flows.compact import compact_lake
 from flows.ingest import ingest_articles
 from tasks.ledger import Ledger, current_versions
 from tasks.settings import Settings
+from tasks.snapshot import RETIRED_DIR
 from tasks.storage import OutputRoot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -20,7 +24,22 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 BODY = "Story {n} about the harbour strike in Rotterdam, long enough to be kept as an article."
 
 
-def article_rows(output: Path) -> list[tuple[str, str]]:
+def snapshot_rows(output: Path) -> list[tuple[str, str]]:
+    """What a reader of the snapshot sees: the README's two DuckDB statements."""
+    connection = duckdb.connect()
+    connection.execute(
+        "SET VARIABLE articles = (SELECT list(path) FROM read_parquet(?) "
+        "WHERE dataset = 'articles')",
+        [str(output / "_snapshot.parquet")],
+    )
+    return sorted(
+        connection.sql(
+            "SELECT object_key, text FROM read_parquet(getvariable('articles'))"
+        ).fetchall()
+    )
+
+
+def globbed_rows(output: Path) -> list[tuple[str, str]]:
     return sorted(
         duckdb.sql(
             f"SELECT object_key, text FROM read_parquet('{output}/articles/**/*.parquet')"
@@ -28,26 +47,33 @@ def article_rows(output: Path) -> list[tuple[str, str]]:
     )
 
 
-def article_files(output: Path) -> set[str]:
+def snapshot_files(output: Path) -> set[str]:
+    paths = duckdb.sql(f"SELECT path FROM read_parquet('{output}/_snapshot.parquet')").fetchall()
+    return {str(Path(path).relative_to(output)) for (path,) in paths}
+
+
+def files_on_disk(output: Path) -> set[str]:
     return {str(p.relative_to(output)) for p in (output / "articles").rglob("*.parquet")}
 
 
 def assert_ledger_truthful(output: Path) -> None:
-    """Every file the ledger names for a current object exists and holds its rows, and
-    every article file is named by the ledger."""
+    """Every file the ledger names for a current object is in the snapshot and holds its
+    rows, and every file in the snapshot is named by the ledger."""
     ledger = Ledger.load(OutputRoot.open(str(output), Settings()))
     named: set[str] = set()
     current = current_versions(ledger.table)
+    in_snapshot = snapshot_files(output)
     for key, paths in zip(
         current.column("object_key").to_pylist(), current.column("paths").to_pylist(), strict=True
     ):
         for path in paths:
             named.add(path)
+            assert path in in_snapshot, f"{path} is not in the snapshot"
             held = duckdb.sql(
                 f"SELECT count(*) FROM read_parquet('{output / path}') WHERE object_key = '{key}'"
             ).fetchall()
             assert held[0][0] > 0, f"{path} does not hold {key}"
-    assert article_files(output) <= named
+    assert in_snapshot <= named
 
 
 @pytest.fixture
@@ -58,51 +84,93 @@ def small_files_lake(s3, bucket: str, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "1")
     output = tmp_path / "lake"
     ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
-    assert len(article_files(output)) == 8
+    assert len(files_on_disk(output)) == 8
+    assert snapshot_rows(output) == globbed_rows(output)
     return output
 
 
 def test_compaction_merges_files_keeps_rows_and_ledger_paths(
     s3, bucket: str, small_files_lake: Path
 ) -> None:
-    before = article_rows(small_files_lake)
+    before = snapshot_rows(small_files_lake)
+    sources = snapshot_files(small_files_lake)
     summary = compact_lake(output_uri=str(small_files_lake))
 
     assert (summary["files_merged"], summary["files_written"]) == (8, 1)
-    assert len(article_files(small_files_lake)) == 1
-    assert article_rows(small_files_lake) == before
+    (merged,) = snapshot_files(small_files_lake)
+    assert snapshot_rows(small_files_lake) == before
+    # The replaced files wait out their retention on disk, outside the snapshot.
+    assert files_on_disk(small_files_lake) == sources | {merged}
+    assert summary["retired_files_deleted"] == 0
     assert not list((small_files_lake / "_compacting").iterdir())
     assert_ledger_truthful(small_files_lake)
 
     # A new version of one object replaces its row inside the merged file.
     s3.put_object(Bucket=bucket, Key="in/s/3.txt", Body=BODY.format(n="three").encode())
     ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(small_files_lake))
-    after = article_rows(small_files_lake)
+    after = snapshot_rows(small_files_lake)
     assert len(after) == 8
     assert [text for key, text in after if key == "in/s/3.txt"] == [BODY.format(n="three")]
     assert_ledger_truthful(small_files_lake)
 
     again = compact_lake(output_uri=str(small_files_lake))
-    assert len(article_files(small_files_lake)) == 1 and again["files_merged"] == 2
-    assert article_rows(small_files_lake) == after
+    assert len(snapshot_files(small_files_lake)) == 1 and again["files_merged"] == 2
+    assert snapshot_rows(small_files_lake) == after
+
+
+def test_retired_files_are_deleted_once_their_retention_has_passed(
+    small_files_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot_rows(small_files_lake)
+    compact_lake(output_uri=str(small_files_lake))
+    assert len(files_on_disk(small_files_lake)) == 9
+
+    monkeypatch.setenv("NEWSFLOW_RETIRED_FILE_SECONDS", "0")
+    summary = compact_lake(output_uri=str(small_files_lake))
+    assert summary["retired_files_deleted"] == 8 and summary["files_merged"] == 0
+    assert files_on_disk(small_files_lake) == snapshot_files(small_files_lake)
+    assert not list((small_files_lake / RETIRED_DIR).iterdir())
+    assert snapshot_rows(small_files_lake) == globbed_rows(small_files_lake) == before
 
 
 def test_target_size_splits_a_partition(small_files_lake: Path, monkeypatch) -> None:
     size = max(p.stat().st_size for p in (small_files_lake / "articles").rglob("*.parquet"))
     monkeypatch.setenv("NEWSFLOW_COMPACT_TARGET_BYTES", str(size * 3))
-    before = article_rows(small_files_lake)
+    before = snapshot_rows(small_files_lake)
     compact_lake(output_uri=str(small_files_lake))
-    assert 2 <= len(article_files(small_files_lake)) <= 4
-    assert article_rows(small_files_lake) == before
+    assert 2 <= len(snapshot_files(small_files_lake)) <= 4
+    assert snapshot_rows(small_files_lake) == before
     assert_ledger_truthful(small_files_lake)
+
+
+def test_rejects_are_compacted_too(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        s3.put_object(Bucket=bucket, Key=f"in/s/bad-{n}.json", Body=b"{not json")
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "1")
+    output = tmp_path / "lake"
+    ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    before = sorted(
+        duckdb.sql(f"SELECT object_key, reason FROM '{output}/rejects/*.parquet'").fetchall()
+    )
+
+    assert compact_lake(output_uri=str(output))["files_merged"] == 3
+    (merged,) = snapshot_files(output)
+    assert merged.startswith("rejects/part-compact-")
+    assert (
+        sorted(duckdb.sql(f"SELECT object_key, reason FROM '{output / merged}'").fetchall())
+        == before
+    )
+    assert_ledger_truthful(output)
 
 
 def test_crash_after_commit_is_finished_by_the_next_ingest(
     s3, bucket: str, small_files_lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = article_rows(small_files_lake)
+    before = snapshot_rows(small_files_lake)
 
-    def die(*args, **kwargs):
+    def die(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt("simulated kill between commit and swap")
 
     monkeypatch.setattr(compact_module, "_finish", die)
@@ -110,26 +178,68 @@ def test_crash_after_commit_is_finished_by_the_next_ingest(
         compact_lake(output_uri=str(small_files_lake))
     monkeypatch.undo()
     (small_files_lake / "_lease.json").unlink(missing_ok=True)  # a killed process keeps it
-    assert article_rows(small_files_lake) == before, "nothing visible changed before the swap"
+    assert snapshot_rows(small_files_lake) == globbed_rows(small_files_lake) == before
 
     summary = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(small_files_lake))
     assert summary["recovered_batches"] == 1 and summary["objects_new"] == 0
-    assert len(article_files(small_files_lake)) == 1
-    assert article_rows(small_files_lake) == before
+    assert len(snapshot_files(small_files_lake)) == 1
+    assert snapshot_rows(small_files_lake) == before
     assert_ledger_truthful(small_files_lake)
 
 
-def test_a_reader_never_misses_a_row_during_compaction(small_files_lake: Path) -> None:
-    expected = len(article_rows(small_files_lake))
+def _reading_at(
+    output: Path, step: Callable[..., Any], seen: list[tuple[str, list[tuple[str, str]]]]
+) -> Callable[..., Any]:
+    """`step`, with a snapshot read just before and just after it."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        seen.append((f"before {step.__name__}", snapshot_rows(output)))
+        result = step(*args, **kwargs)
+        seen.append((f"after {step.__name__}", snapshot_rows(output)))
+        return result
+
+    return wrapped
+
+
+def test_a_snapshot_reader_sees_every_row_exactly_once_during_compaction(
+    small_files_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At each step of the swap (merged file in place, sources retired, snapshot replaced)
+    and at random moments from another thread: the same rows, never twice, never an error."""
+    expected = snapshot_rows(small_files_lake)
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+    for name in ("retire", "write_snapshot"):
+        monkeypatch.setattr(
+            compact_module, name, _reading_at(small_files_lake, getattr(compact_module, name), seen)
+        )
+    done = threading.Event()
+
+    def read_continuously() -> None:
+        while not done.is_set():
+            seen.append(("from another thread", snapshot_rows(small_files_lake)))
+
+    reader = threading.Thread(target=read_continuously)
+    reader.start()
+    try:
+        compact_lake(output_uri=str(small_files_lake))
+    finally:
+        done.set()
+        reader.join()
+    steps = {moment for moment, _ in seen}
+    assert {"before retire", "after write_snapshot", "from another thread"} <= steps
+    for moment, rows in seen:
+        assert rows == expected, f"{moment}: {len(rows)} rows instead of {len(expected)}"
+    assert len(snapshot_files(small_files_lake)) == 1
+
+
+def test_a_glob_reader_never_misses_a_row_during_compaction(small_files_lake: Path) -> None:
+    expected = len(globbed_rows(small_files_lake))
     counts: list[int] = []
     done = threading.Event()
 
     def read() -> None:
         while not done.is_set():
-            try:
-                counts.append(len(article_rows(small_files_lake)))
-            except duckdb.IOException:
-                continue  # a file listed, then deleted before it was opened: a retry sees it
+            counts.append(len(globbed_rows(small_files_lake)))
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -139,4 +249,5 @@ def test_a_reader_never_misses_a_row_during_compaction(small_files_lake: Path) -
         done.set()
         reader.join()
     assert counts and min(counts) >= expected
-    assert len(article_rows(small_files_lake)) == expected
+    # Until the retired files are deleted a glob also sees the merged copy of each row.
+    assert len(globbed_rows(small_files_lake)) == 2 * expected

@@ -14,6 +14,9 @@ import tasks.write as write_module
 from flows.cli import main
 from flows.demo import sample_objects
 from flows.ingest import ingest_articles
+from tasks.settings import Settings
+from tasks.snapshot import snapshot_paths
+from tasks.storage import OutputRoot
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -91,7 +94,7 @@ def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
     assert all(r["reason"] and r["stage"] for r in rejects)
 
     written = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
-    assert written == {"articles", "rejects", "_ledger"}, (
+    assert written == {"articles", "rejects", "_ledger", "_snapshot.parquet"}, (
         "something was written outside the lake layout"
     )
     assert not (tmp_path / "escape=1").exists()
@@ -209,6 +212,14 @@ def test_s3_output_and_keys_parameter(s3, arrow_s3, bucket: str, tmp_path: Path)
         f"{bucket}/lake/articles", filesystem=arrow_s3, partitioning="hive"
     ).to_table()
     assert sorted(table.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
+    snapshot = snapshot_paths(OutputRoot.open(output, Settings()))
+    assert all(path.startswith(f"s3://{bucket}/lake/articles/source=a/") for path in snapshot)
+    from_snapshot = ds.dataset(
+        [path.removeprefix("s3://") for path in snapshot], filesystem=arrow_s3
+    ).to_table()
+    assert from_snapshot.sort_by("object_key").equals(
+        table.drop_columns(["source", "date"]).sort_by("object_key")
+    )
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]
     assert not [o["Key"] for o in listed if o["Key"].endswith("/")], (
         "directory marker objects written"

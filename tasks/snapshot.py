@@ -1,0 +1,139 @@
+"""The snapshot: one object naming every data file a reader should read now.
+
+A reader that globs `articles/**/*.parquet` lists files one at a time, so no change that
+touches several files (a compaction moving rows from many small files into one) can be
+atomic for it. `<root>/_snapshot.parquet` is replaced in one step (an S3 PUT, a local
+rename) after every publish and every compaction; a reader that takes its file list from
+it sees every row exactly once, whatever is being written. Like Delta Lake's
+`_symlink_format_manifest`, but one object for the whole lake.
+
+A compaction *retires* the files it replaced instead of deleting them: they leave the
+snapshot at once and stay on storage for `retired_file_seconds`, so that a read that
+started from the previous snapshot can finish; `collect_retired` deletes them after that.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tasks.schema import SNAPSHOT_SCHEMA
+from tasks.storage import OutputRoot, write_atomically
+
+# The lake's two datasets, each a folder under the root.
+ARTICLES_DIR = "articles"
+REJECTS_DIR = "rejects"
+SNAPSHOT_FILE = "_snapshot.parquet"
+RETIRED_DIR = "_retired"
+
+
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    """One published Parquet file: its path relative to the root, and its size."""
+
+    relative: str
+    bytes: int
+
+    @property
+    def dataset(self) -> str:
+        return self.relative.split("/", 1)[0]
+
+
+def locator(root: OutputRoot, relative: str) -> str:
+    """The file as DuckDB, Polars, pandas or Spark open it: absolute path or s3:// URI."""
+    path = root.path(relative)
+    return f"s3://{path}" if root.s3 is not None else path
+
+
+def _retired_records(root: OutputRoot) -> list[tuple[str, datetime, list[str]]]:
+    selector = pafs.FileSelector(root.path(RETIRED_DIR), allow_not_found=True)
+    records = []
+    for info in root.filesystem.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
+            continue
+        with root.filesystem.open_input_stream(info.path) as stream:
+            record = json.loads(stream.read())
+        retired_at = datetime.fromisoformat(record["retired_at"])
+        records.append((info.path, retired_at, list(record["files"])))
+    return records
+
+
+def retire(root: OutputRoot, retire_id: str, files: list[str]) -> None:
+    """Take `files` (relative paths) out of every later snapshot; idempotent per id, so
+    that recovery can repeat it without moving the retirement time."""
+    path = root.path(RETIRED_DIR, f"{retire_id}.json")
+    if root.filesystem.get_file_info(path).type == pafs.FileType.File:
+        return
+    record = {"retired_at": datetime.now(UTC).isoformat(), "files": sorted(files)}
+    write_atomically(root, path, json.dumps(record).encode())
+
+
+def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
+    """Delete retired files whose retention has passed; returns how many. Under the lease."""
+    deadline = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    deleted = 0
+    for record_path, retired_at, files in _retired_records(root):
+        if retired_at > deadline:
+            continue
+        for relative in files:
+            root.delete_file(root.path(relative))
+        root.delete_file(record_path)  # last: a crash before it only repeats the deletes
+        deleted += len(files)
+    return deleted
+
+
+def data_files(root: OutputRoot) -> list[DataFile]:
+    """The lake's current data files: published Parquet files that are not retired."""
+    retired = {relative for _, _, files in _retired_records(root) for relative in files}
+    found = []
+    for directory in (ARTICLES_DIR, REJECTS_DIR):
+        selector = pafs.FileSelector(root.path(directory), recursive=True, allow_not_found=True)
+        for info in root.filesystem.get_file_info(selector):
+            relative = posixpath.relpath(info.path, root.base)
+            if (
+                info.type == pafs.FileType.File
+                and info.base_name.endswith(".parquet")
+                and not info.base_name.startswith(".")  # a rewrite in progress
+                and relative not in retired
+            ):
+                found.append(DataFile(relative, info.size or 0))
+    return sorted(found, key=lambda f: f.relative)
+
+
+def write_snapshot(root: OutputRoot) -> list[DataFile]:
+    """Replace the snapshot with the lake's current data files, in one step."""
+    files = data_files(root)
+    table = pa.Table.from_pydict(
+        {
+            "path": [locator(root, f.relative) for f in files],
+            "dataset": [f.dataset for f in files],
+            "bytes": [f.bytes for f in files],
+        },
+        schema=SNAPSHOT_SCHEMA,
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    write_atomically(root, root.path(SNAPSHOT_FILE), buffer.getvalue())
+    return files
+
+
+def snapshot_paths(root: OutputRoot, dataset: str = ARTICLES_DIR) -> list[str]:
+    """What a reader opens: the files of `dataset` in the current snapshot."""
+    try:
+        table = pq.read_table(root.path(SNAPSHOT_FILE), filesystem=root.filesystem)
+    except FileNotFoundError:
+        return []
+    return [
+        path
+        for path, name in zip(
+            table.column("path").to_pylist(), table.column("dataset").to_pylist(), strict=True
+        )
+        if name == dataset
+    ]
