@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.compact import Compaction, compact, plan, recover_compactions
-from tasks.ledger import Ledger, hold_lease
+from tasks.ledger import Ledger, hold_lease, merge_ledger_files
 from tasks.settings import Settings
 from tasks.snapshot import collect_retired, data_files, write_snapshot
 from tasks.storage import OutputRoot
@@ -40,7 +40,8 @@ def compact_partition(
 @flow(name="compact-lake")
 def compact_lake(output_uri: str) -> dict[str, Any]:
     """Merge the small files of every partition (and of the rejects) at `output_uri`,
-    and delete the files earlier compactions retired once their retention has passed."""
+    delete the files earlier compactions retired once their retention has passed, and
+    merge the ledger's per-batch files so that the next run loads it quickly."""
     settings = Settings()
     root = OutputRoot.open(output_uri, settings)
     summary: dict[str, Any] = {"output": root.uri, "files_merged": 0, "files_written": 0}
@@ -58,4 +59,5 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
             summary["files_written"] += len(compactions)
             lease.renew()
         summary["retired_files_deleted"] = collect_retired(root, settings.retired_file_seconds)
+        summary["ledger_files_merged"] = merge_ledger_files(root)
     return summary

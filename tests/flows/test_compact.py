@@ -251,3 +251,37 @@ def test_a_glob_reader_never_misses_a_row_during_compaction(small_files_lake: Pa
     assert counts and min(counts) >= expected
     # Until the retired files are deleted a glob also sees the merged copy of each row.
     assert len(globbed_rows(small_files_lake)) == 2 * expected
+
+
+def test_the_ledger_is_merged_into_one_file_and_answers_as_before(
+    s3, bucket: str, small_files_lake: Path
+) -> None:
+    ledger_dir = small_files_lake / "_ledger"
+    batch_files = sorted(ledger_dir.glob("*.parquet"))
+    assert len(batch_files) == 8
+    root = OutputRoot.open(str(small_files_lake), Settings())
+    before = Ledger.load(root)
+    a_batch_file = batch_files[0].read_bytes()
+
+    summary = compact_lake(output_uri=str(small_files_lake))
+    assert summary["ledger_files_merged"] == 9  # 8 batches and the compaction's commit
+    assert len(list(ledger_dir.glob("*.parquet"))) == 1
+    after = Ledger.load(root)
+    assert after.table.num_rows == before.table.num_rows + 8  # the compaction's 8 rows
+    assert len(after) == len(before) == 8
+    batch_ids = set(before.table.column("batch_id").to_pylist())
+    assert all(after.is_committed(batch_id) for batch_id in batch_ids)
+
+    # A merge that died before deleting its sources leaves rows twice: still one answer,
+    # and the next merge keeps one copy.
+    batch_files[0].write_bytes(a_batch_file)
+    assert len(Ledger.load(root)) == 8
+    assert (
+        ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(small_files_lake))[
+            "objects_new"
+        ]
+        == 0
+    )
+    assert compact_lake(output_uri=str(small_files_lake))["ledger_files_merged"] == 2
+    assert Ledger.load(root).table.num_rows == after.table.num_rows
+    assert_ledger_truthful(small_files_lake)
