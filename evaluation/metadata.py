@@ -149,7 +149,9 @@ def same_date(expected: datetime, found: datetime | None) -> bool:
     return found.date() in days
 
 
-def _process(html: str) -> Article | None:
+def process_page(html: str) -> Article | None:
+    """A corpus page through clean, language and extract, as the pipeline runs them (no
+    entities: metadata and keywords do not need them); None when the page is rejected."""
     settings = Settings(entity_max_chars=0)
     article = Article(
         object_key="corpus.html",
@@ -171,7 +173,7 @@ def evaluate_metadata(corpus: Path = DEFAULT_CORPUS) -> dict[str, FieldAccuracy]
     results: dict[str, list[tuple[str, str, str, bool]]] = {"title": [], "author": [], "date": []}
     for page in corpus_pages(corpus):
         expected = expected_metadata(page.html)
-        article = _process(page.html)
+        article = process_page(page.html)
         title = article.title if article else None
         author = article.author if article else None
         published = article.published_at if article else None

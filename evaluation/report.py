@@ -9,6 +9,7 @@ from evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
 from evaluation.duplicates import evaluate_duplicates
 from evaluation.entities import HOLDOUT_FILE, LABELS_FILE, evaluate_entities
 from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
+from evaluation.keywords import evaluate_keywords
 from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
 from evaluation.metadata import evaluate_metadata
 
@@ -69,6 +70,14 @@ def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
     yield "Metadata, on the pages whose HTML states the field:"
     for name, accuracy in evaluate_metadata(corpus).items():
         yield f"  {name:6s} {accuracy.accuracy:.1%} of {accuracy.stated}"
+
+    keywords = evaluate_keywords(corpus)
+    yield ""
+    yield (
+        f"Keywords: {len(keywords.pages)} of the {keywords.tagged} pages stating tags have one "
+        "whose words are all in the text"
+    )
+    yield from _halves("keywords naming a tag (P), tags named by a keyword (R)", keywords.scores)
 
     duplicates = evaluate_duplicates(corpus)
     yield ""

@@ -76,8 +76,31 @@ def test_keywords_follow_the_article_language_and_count() -> None:
     assert 0 < len(keywords) <= 5
     assert "Klimaschutzgesetz" in keywords
     assert not {"die", "das", "der"} & {k.casefold() for k in keywords}
+    assert len({k.casefold() for k in keywords}) == len(keywords)
     assert extract_keywords(text, "de", 0) == []
     assert extract_keywords(text, "und", 3)  # a language without stopwords still works
+
+
+def test_contractions_with_typographic_apostrophes_are_no_keywords() -> None:
+    """YAKE splits "n't" off at an ASCII apostrophe only: at a typographic one (U+2019),
+    "n't" and "n't trust" were among these keywords."""
+    text = (
+        "Residents say they don\u2019t trust the council\u2019s flood plan. The council\u2019s engineers "
+        "haven\u2019t finished the survey, and residents say they\u2019re worried the river won\u2019t "
+        "hold. The flood plan goes to a vote on Monday; residents who can\u2019t attend may write "
+        "to the council. Engineers say they\u2019ll publish the survey when it\u2019s finished."
+    )
+    keywords = extract_keywords(text, "en", 10)
+    assert "flood plan" in keywords
+    assert not [k for k in keywords if "\u2019" in k or "'" in k]
+
+
+def test_text_the_keyword_extractor_chokes_on_gets_no_keywords() -> None:
+    """yake-rust panics, which is no Exception for the stage to turn into a reject, when
+    its tokenizer's regex runs out of backtracking: the article keeps its other fields."""
+    assert extract_keywords("'" * 3000, "en", 10) == []
+    assert extract_keywords("a\u2019" * 1500, "en", 10) == []
+    assert extract_keywords("Flood plan vote. The flood plan.", "en", 3)
 
 
 def test_content_hash_ignores_case_and_layout_only() -> None:
