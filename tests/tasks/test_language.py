@@ -3,15 +3,25 @@ determinism, and `und` where the text can't be trusted."""
 
 from __future__ import annotations
 
+from itertools import chain
+
+import numpy as np
 import pytest
 
+from evaluation.corpus import language_codes
 from tasks.language import (
+    _LOG_PROBABILITIES,
+    _SMOOTHING,
     UNDETERMINED,
+    _factory,
+    _langdetect_words,
+    _word_ngrams,
+    _word_rows,
     detect_article_language,
     detect_language,
     split_passages,
 )
-from tests.corpus import language_sentences, make_article, processed_seed
+from tests.corpus import corpus_pages, language_sentences, make_article, processed_seed
 
 # A spread of scripts and families langdetect knows, including its weak pairs' members.
 LANGUAGES = [
@@ -106,11 +116,44 @@ def test_a_mixed_text_takes_the_language_most_of_it_is_in() -> None:
 
 
 def test_fragments_are_read_with_the_next_sentence() -> None:
+    """Each passage comes with its letters, counted over the fragments it joins."""
     text = "Dr. Josep Cemeli Pons. Bu farw yn 1360. Això és una frase llarga en català."
     assert split_passages(text) == [
-        "Dr. Josep Cemeli Pons. Bu farw yn 1360.",
-        "Això és una frase llarga en català.",
+        ("Dr. Josep Cemeli Pons. Bu farw yn 1360.", 25),
+        ("Això és una frase llarga en català.", 28),
     ]
+
+
+def _langdetect_texts() -> list[str]:
+    """Real text of every corpus language, sentences alone and joined by lines, the
+    benchmark pages' article bodies, and a text past langdetect's 10,000 characters."""
+    texts = [page.body for page in corpus_pages()]
+    for code in language_codes():
+        sentences = language_sentences(code)[:20]
+        texts += [*sentences, "\n".join(sentences)]
+    return [*texts, " ".join(language_sentences("vi"))]
+
+
+def test_the_n_grams_are_langdetect_s_own() -> None:
+    """The text prepared, normalised and cut into n-grams as langdetect's Detector does
+    (same n-grams, same order), and their log-probabilities summed to the same floats as
+    langdetect's profile lists: reading it faster changes no result."""
+    profiles = _factory().word_lang_prob_map
+    log_probabilities: dict[str, np.ndarray] = {}
+    for text in _langdetect_texts():
+        detector = _factory().create()
+        detector.append(text)
+        detector.cleaning_text()
+        expected = detector._extract_ngrams()
+        words = _langdetect_words(text)
+        assert list(chain.from_iterable(map(_word_ngrams, words))) == expected, text
+        if expected:
+            for g in expected:
+                if g not in log_probabilities:
+                    log_probabilities[g] = np.log(np.asarray(profiles[g]) + _SMOOTHING)
+            scores = np.sum([log_probabilities[g] for g in expected], axis=0)
+            rows = list(chain.from_iterable(map(_word_rows, words)))
+            assert np.array_equal(_LOG_PROBABILITIES.sum(rows), scores), text
 
 
 def test_latin_boilerplate_around_another_script_does_not_decide() -> None:
