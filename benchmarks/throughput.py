@@ -84,11 +84,13 @@ def upload(client: Any, bucket: str, n: int) -> None:
 
 @dataclass
 class Measured:
-    """One benchmarked process: its wall time, CPU time (with its children), the CPU that
-    other processes on the machine used meanwhile (in cores), peak RSS and JSON output."""
+    """One benchmarked process: its wall time, CPU time (with its children, and its own
+    alone), the CPU that other processes on the machine used meanwhile (in cores), peak
+    RSS and JSON output."""
 
     seconds: float
     cpu_seconds: float
+    main_cpu_seconds: float
     other_cores: float
     peak_main_mib: float
     peak_workers_mib: float
@@ -96,10 +98,13 @@ class Measured:
 
 
 def _watch_rss(process: psutil.Process, peaks: dict[str, float], stop: threading.Event) -> None:
-    """Peak RSS of the process, and of it plus its children other than a Prefect server."""
+    """Peak RSS of the process, and of it plus its children other than a Prefect server;
+    and the process's own CPU time as last seen (within one poll of its end)."""
     while not stop.is_set():
         try:
             main = process.memory_info().rss
+            own = process.cpu_times()
+            peaks["main_cpu"] = own.user + own.system
             workers = 0
             for child in process.children(recursive=True):
                 try:
@@ -125,7 +130,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr)
-        peaks = {"main": 0.0, "tree": 0.0}
+        peaks = {"main": 0.0, "tree": 0.0, "main_cpu": 0.0}
         stop = threading.Event()
         watcher = threading.Thread(
             target=_watch_rss, args=(psutil.Process(process.pid), peaks, stop), daemon=True
@@ -145,7 +150,9 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
     text = stdout.decode()
     output = json.loads(text[text.index("{") :])
     mib = 1024 * 1024
-    return Measured(seconds, cpu, other, peaks["main"] / mib, peaks["tree"] / mib, output)
+    return Measured(
+        seconds, cpu, peaks["main_cpu"], other, peaks["main"] / mib, peaks["tree"] / mib, output
+    )
 
 
 def start_prefect_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -355,7 +362,7 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"\n=== N = {n} ===")
     print(
         f"{'run':<22}{'articles':>9}{'wall s':>9}{'art/s':>8}{'vs base':>9}"
-        f"{'CPU ms/art':>11}{'RSS main':>10}{'+workers':>10}{'others':>8}"
+        f"{'CPU ms/art':>11}{'(main)':>8}{'RSS main':>10}{'+workers':>10}{'others':>8}"
     )
     rows = [("baseline (1 thread)", base, base.output["articles"])]
     for label, name in (("newsflow first-time", "first_time"), ("newsflow steady", "steady")):
@@ -366,10 +373,14 @@ def print_report(results: dict[str, Any]) -> None:
         print(
             f"{label:<22}{articles:>9}{measured.seconds:>9.1f}{rate:>8.1f}"
             f"{rate / base_rate:>8.2f}x{measured.cpu_seconds / articles * 1000:>11.0f}"
+            f"{measured.main_cpu_seconds / articles * 1000:>8.0f}"
             f"{measured.peak_main_mib:>9.0f}M{measured.peak_workers_mib:>9.0f}M"
             f"{measured.other_cores:>7.1f}c"
         )
-    print("others: cores busy with other processes on the machine meanwhile")
+    print(
+        "CPU: the process and its pool workers; (main): the process alone. "
+        "others: cores busy with other processes on the machine meanwhile"
+    )
     first = results["first_time"]
     startup = first.seconds - first.output["seconds"]
     print(
