@@ -71,7 +71,7 @@ def split_pages(
 
 def language_codes(corpus: Path = DEFAULT_CORPUS) -> list[str]:
     """The corpus's languages, by file name (ISO 639-1; `nb` for Norwegian Bokmål)."""
-    return sorted(path.stem for path in (corpus / "languages").glob("*.txt"))
+    return sorted(path.stem for path in (corpus / "languages").glob("*.txt") if path.stem.islower())
 
 
 def language_sentences(code: str, corpus: Path = DEFAULT_CORPUS) -> list[str]:

@@ -125,8 +125,8 @@ def test_fragments_are_read_with_the_next_sentence() -> None:
 
 
 def _langdetect_texts() -> list[str]:
-    """Real text of every corpus language, sentences alone and joined by lines, the
-    benchmark pages' article bodies, and a text past langdetect's 10,000 characters."""
+    """Real text of every corpus language, sentences alone and joined by lines, the corpus
+    pages' article bodies, and a text past langdetect's 10,000 characters."""
     texts = [page.body for page in corpus_pages()]
     for code in language_codes():
         sentences = language_sentences(code)[:20]
