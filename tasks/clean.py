@@ -434,7 +434,7 @@ def _reject_unless_text(text: str, settings: Settings) -> None:
             f"no article text: {len(text)} characters after cleaning, "
             f"at least {settings.min_text_chars} needed"
         )
-    letters = sum(c.isalpha() for c in text)
+    letters = sum(map(str.isalpha, text))
     if letters < MIN_LETTER_SHARE * len(text):
         raise RejectedArticle(
             f"no article text: only {letters} of {len(text)} characters are letters"
