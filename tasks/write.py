@@ -11,6 +11,9 @@ overwrites its own files instead of adding new ones):
    rewrite older files that still hold earlier versions of the same objects without
    those rows, then delete the staging folder, marker last.
 
+After 3, `write_batch` replaces the lake's snapshot (`tasks/snapshot.py`): the moment
+readers of the snapshot see the whole batch at once.
+
 A run that dies before 2 leaves staging that the next run deletes (its objects are not
 in the ledger, so they are processed again). A run that dies during 3 leaves the marker,
 and the next run finishes the publish before doing anything else (`recover_output`).

@@ -88,5 +88,10 @@ def assert_exactly_once(output: Path, expected: dict[str, str]) -> None:
     assert not stale, f"rows of replaced versions still visible: {sorted(stale)}"
     assert current_ledger(output) == expected
     assert not list((output / "_staging").rglob("*")), "staging left behind"
+    # No compaction here, so nothing is retired: the snapshot names exactly the files a
+    # glob finds, and a reader of either sees the same rows.
+    data_files = {p for d in ("articles", "rejects") for p in (output / d).rglob("*.parquet")}
+    snapshot = pq.read_table(output / "_snapshot.parquet").column("path").to_pylist()
+    assert sorted(map(Path, snapshot)) == sorted(data_files), "snapshot and lake disagree"
     for path in output.rglob("*.parquet"):
         pq.ParquetFile(path)  # every visible Parquet file has a valid footer
