@@ -17,7 +17,7 @@ The on-upload deployment has no such limit on purpose: the server re-offers a qu
 only every 30 s (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS), which would
 delay the second of two quick uploads by half a minute; waiting for the lease costs ~1 s.
 The runner's or work pool's process limit bounds how many of them wait at once.
-Adding a deployment (compaction, say) is one more line in `build_deployments`.
+Adding a deployment is one more entry in `build_deployments`.
 """
 
 from __future__ import annotations
