@@ -45,9 +45,10 @@ KILL_POINTS: list[tuple[str, dict[str, Any]]] = [
     ("between language and extract", at_call("tasks.batch.run_stage", 3)),
     ("between extract and enrich", at_call("tasks.batch.run_stage", 4)),
     ("between two batches", at_call("tasks.batch.run_stage", 5)),
-    ("staging started, no Parquet yet", at_call("pyarrow.parquet.write_table", 1)),
-    ("mid-Parquet write (no footer)", at_call("pyarrow.parquet.core.ParquetWriter.close", 1)),
-    ("mid-Parquet write, later file", at_call("pyarrow.parquet.core.ParquetWriter.close", 3)),
+    ("staging started, no Parquet yet", at_call(f"{WRITE}._write_parquet", 1)),
+    # The first Parquet file a run closes is the snapshot, written (in memory) at its start.
+    ("mid-Parquet write (no footer)", at_call("pyarrow.parquet.core.ParquetWriter.close", 2)),
+    ("mid-Parquet write, later file", at_call("pyarrow.parquet.core.ParquetWriter.close", 4)),
     ("written, before the ledger rows", at_call(f"{WRITE}._ledger_rows", 1)),
     ("written, before the commit", at_line("tasks.ledger.commit_ledger", "root.move(")),
     ("committed, before publish", at_line(f"{WRITE}.write_batch_files", "publish_batch(")),
@@ -56,6 +57,8 @@ KILL_POINTS: list[tuple[str, dict[str, Any]]] = [
     ("mid-publish, old rows not yet removed", at_line(f"{WRITE}.publish_batch", "_remove_rows(")),
     ("mid-publish, rewrite not swapped", at_line(f"{WRITE}._remove_rows", "root.move(")),
     ("mid-publish, marker gone", at_line(f"{WRITE}.publish_batch", "root.delete_tree(staging)")),
+    # The first snapshot a run writes is at its start; the second after its first batch.
+    ("published, snapshot not yet replaced", at_call("tasks.snapshot.write_snapshot", 2)),
     ("after recovery loaded the ledger", {"target": "tasks.ledger.Ledger.load", "event": "return"}),
     ("lease renewal after a batch", at_call("tasks.ledger.Lease.renew", 1)),
     ("all written, lease still held", at_call("tasks.ledger.Lease.release", 1)),
