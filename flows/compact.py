@@ -59,5 +59,6 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
             summary["files_written"] += len(compactions)
             lease.renew()
         summary["retired_files_deleted"] = collect_retired(root, settings.retired_file_seconds)
+        lease.renew()
         summary["ledger_files_merged"] = merge_ledger_files(root)
     return summary

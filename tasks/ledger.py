@@ -72,15 +72,16 @@ def merge_ledger_files(root: OutputRoot) -> int:
     if len(paths) < 2:
         return 0
     table = _read_ledger_files(root, paths)
-    # One row per (object version, commit): drop the copies an interrupted merge left.
-    ordered = table.sort_by([("batch_id", "ascending"), ("object_fingerprint", "ascending")])
-    batches = ordered.column("batch_id").combine_chunks()
-    fingerprints = ordered.column("object_fingerprint").combine_chunks()
-    repeated = pc.and_(
-        pc.equal(batches.slice(1), batches.slice(0, len(batches) - 1)),
-        pc.equal(fingerprints.slice(1), fingerprints.slice(0, len(fingerprints) - 1)),
-    )
-    distinct = ordered.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeated)]))
+    # One row per commit of an object version: drop the copies an interrupted merge left
+    # (the same batch can commit the same version twice, at two times: keep both).
+    identity = ["batch_id", "object_fingerprint", "committed_at"]
+    ordered = table.sort_by([(name, "ascending") for name in identity])
+    repeated = pa.array([True] * max(ordered.num_rows - 1, 0))
+    for name in identity:
+        column = ordered.column(name).combine_chunks()
+        repeated = pc.and_(repeated, pc.equal(column.slice(1), column.slice(0, len(column) - 1)))
+    keep = pa.concat_arrays([pa.array([True]), pc.invert(repeated)])
+    distinct = ordered.filter(keep.slice(0, ordered.num_rows))
     digest = hashlib.blake2b(digest_size=8)
     for path in paths:
         digest.update(posixpath.basename(path).encode() + b"\0")

@@ -4,8 +4,9 @@ A reader that globs `articles/**/*.parquet` lists files one at a time, so no cha
 touches several files (a compaction moving rows from many small files into one) can be
 atomic for it. `<root>/_snapshot.parquet` is replaced in one step (an S3 PUT, a local
 rename) after every publish and every compaction; a reader that takes its file list from
-it sees every row exactly once, whatever is being written. Like Delta Lake's
-`_symlink_format_manifest`, but one object for the whole lake.
+it sees every row exactly once while batches of new objects and compactions are written
+(not while a batch replaces rows of earlier versions: docs/guarantees.md). Like Delta
+Lake's `_symlink_format_manifest`, but one object for the whole lake.
 
 A compaction *retires* the files it replaced instead of deleting them: they leave the
 snapshot at once and stay on storage for `retired_file_seconds`, so that a read that
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tasks.schema import SNAPSHOT_SCHEMA
+from tasks.schema import SNAPSHOT_SCHEMA, as_utc
 from tasks.storage import OutputRoot, write_atomically
 
 # The lake's two datasets, each a folder under the root.
@@ -66,13 +67,17 @@ def _retired_records(root: OutputRoot) -> list[tuple[str, datetime, list[str]]]:
 
 
 def retire(root: OutputRoot, retire_id: str, files: list[str]) -> None:
-    """Take `files` (relative paths) out of every later snapshot; idempotent per id, so
-    that recovery can repeat it without moving the retirement time."""
-    path = root.path(RETIRED_DIR, f"{retire_id}.json")
-    if root.filesystem.get_file_info(path).type == pafs.FileType.File:
-        return
+    """Take `files` (relative paths) out of every later snapshot, from now: recovery
+    repeating it after a crash restarts the retention, which only keeps files longer."""
     record = {"retired_at": datetime.now(UTC).isoformat(), "files": sorted(files)}
-    write_atomically(root, path, json.dumps(record).encode())
+    write_atomically(root, root.path(RETIRED_DIR, f"{retire_id}.json"), json.dumps(record).encode())
+
+
+def _is_retired(info: pafs.FileInfo, retired_at: datetime | None) -> bool:
+    """A retired path holds the retired file only if it was not written since: batch ids
+    are deterministic, so a later batch (an object reverted to an earlier version) can
+    write the same name again, and that file is current."""
+    return retired_at is not None and (info.mtime is None or as_utc(info.mtime) <= retired_at)
 
 
 def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
@@ -83,15 +88,21 @@ def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
         if retired_at > deadline:
             continue
         for relative in files:
-            root.delete_file(root.path(relative))
+            info = root.filesystem.get_file_info(root.path(relative))
+            if info.type == pafs.FileType.File and _is_retired(info, retired_at):
+                root.delete_file(info.path)
+                deleted += 1
         root.delete_file(record_path)  # last: a crash before it only repeats the deletes
-        deleted += len(files)
     return deleted
 
 
 def data_files(root: OutputRoot) -> list[DataFile]:
     """The lake's current data files: published Parquet files that are not retired."""
-    retired = {relative for _, _, files in _retired_records(root) for relative in files}
+    retired = {
+        relative: retired_at
+        for _, retired_at, files in _retired_records(root)
+        for relative in files
+    }
     found = []
     for directory in (ARTICLES_DIR, REJECTS_DIR):
         selector = pafs.FileSelector(root.path(directory), recursive=True, allow_not_found=True)
@@ -101,7 +112,7 @@ def data_files(root: OutputRoot) -> list[DataFile]:
                 info.type == pafs.FileType.File
                 and info.base_name.endswith(".parquet")
                 and not info.base_name.startswith(".")  # a rewrite in progress
-                and relative not in retired
+                and not _is_retired(info, retired.get(relative))
             ):
                 found.append(DataFile(relative, info.size or 0))
     return sorted(found, key=lambda f: f.relative)
