@@ -36,6 +36,12 @@ class Scores:
     recall: float
     f1: float
 
+    @classmethod
+    def of(cls, precision: float, recall: float) -> Scores:
+        """With F1, the harmonic mean of the two (0 when both are)."""
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return cls(precision, recall, f1)
+
 
 @cache
 def corpus_pages(corpus: Path = DEFAULT_CORPUS) -> tuple[CorpusPage, ...]:
@@ -115,5 +121,4 @@ def score_extraction(pairs: list[tuple[str, str]]) -> Scores:
     counts = [match_counts(true, pred) for true, pred in pairs]
     precision = statistics.mean(_precision(*c) for c in counts if c[0] + c[1] > 0)
     recall = statistics.mean(_recall(*c) for c in counts if c[0] + c[2] > 0)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return Scores(precision, recall, f1)
+    return Scores.of(precision, recall)

@@ -103,10 +103,9 @@ def score_page(
 
 
 def _average(pages: list[PageKeywords]) -> Scores:
-    precision = statistics.mean(p.precision for p in pages)
-    recall = statistics.mean(p.recall for p in pages)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return Scores(precision, recall, f1)
+    return Scores.of(
+        statistics.mean(p.precision for p in pages), statistics.mean(p.recall for p in pages)
+    )
 
 
 def _keywords_of(page: CorpusPage, tags: tuple[str, ...]) -> PageKeywords | None:

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.compact import Compaction, compact, plan, recover_compactions
 from tasks.ledger import Ledger, hold_lease, merge_ledger_files
 from tasks.settings import Settings
-from tasks.snapshot import collect_retired, data_files, write_snapshot
+from tasks.snapshot import collect_retired, write_snapshot
 from tasks.storage import OutputRoot
 from tasks.write import recover_output
 
@@ -49,9 +49,9 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
         ledger = Ledger.load(root)
         summary["recovered_compactions"] = len(recover_compactions(root, ledger))
         summary["recovered_batches"] = len(recover_output(root, ledger))
-        write_snapshot(root)
         summary["rows_moved"] = 0
-        planned = plan(data_files(root), settings.compact_target_bytes)
+        # The snapshot is refreshed first: a crashed run may have left it behind the lake.
+        planned = plan(write_snapshot(root), settings.compact_target_bytes)
         for partition, group in groupby(planned, key=lambda c: posixpath.dirname(c.merged)):
             compactions = list(group)
             summary["rows_moved"] += compact_partition(root, partition, compactions, ledger)

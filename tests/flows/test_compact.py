@@ -187,6 +187,23 @@ def test_crash_after_commit_is_finished_by_the_next_ingest(
     assert_ledger_truthful(small_files_lake)
 
 
+def compact_while_reading(lake: Path, read: Callable[[], None]) -> None:
+    """Compact the lake while another thread calls `read` over and over."""
+    done = threading.Event()
+
+    def keep_reading() -> None:
+        while not done.is_set():
+            read()
+
+    reader = threading.Thread(target=keep_reading)
+    reader.start()
+    try:
+        compact_lake(output_uri=str(lake))
+    finally:
+        done.set()
+        reader.join()
+
+
 def _reading_at(
     output: Path, step: Callable[..., Any], seen: list[tuple[str, list[tuple[str, str]]]]
 ) -> Callable[..., Any]:
@@ -212,19 +229,10 @@ def test_a_snapshot_reader_sees_every_row_exactly_once_during_compaction(
         monkeypatch.setattr(
             compact_module, name, _reading_at(small_files_lake, getattr(compact_module, name), seen)
         )
-    done = threading.Event()
-
-    def read_continuously() -> None:
-        while not done.is_set():
-            seen.append(("from another thread", snapshot_rows(small_files_lake)))
-
-    reader = threading.Thread(target=read_continuously)
-    reader.start()
-    try:
-        compact_lake(output_uri=str(small_files_lake))
-    finally:
-        done.set()
-        reader.join()
+    compact_while_reading(
+        small_files_lake,
+        lambda: seen.append(("from another thread", snapshot_rows(small_files_lake))),
+    )
     steps = {moment for moment, _ in seen}
     assert {"before retire", "after write_snapshot", "from another thread"} <= steps
     for moment, rows in seen:
@@ -235,19 +243,9 @@ def test_a_snapshot_reader_sees_every_row_exactly_once_during_compaction(
 def test_a_glob_reader_never_misses_a_row_during_compaction(small_files_lake: Path) -> None:
     expected = len(globbed_rows(small_files_lake))
     counts: list[int] = []
-    done = threading.Event()
-
-    def read() -> None:
-        while not done.is_set():
-            counts.append(len(globbed_rows(small_files_lake)))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        compact_lake(output_uri=str(small_files_lake))
-    finally:
-        done.set()
-        reader.join()
+    compact_while_reading(
+        small_files_lake, lambda: counts.append(len(globbed_rows(small_files_lake)))
+    )
     assert counts and min(counts) >= expected
     # Until the retired files are deleted a glob also sees the merged copy of each row.
     assert len(globbed_rows(small_files_lake)) == 2 * expected
