@@ -150,12 +150,14 @@ class OutputRoot:
 def write_atomically(root: OutputRoot, path: str, data: bytes) -> None:
     """Readers see the old bytes or the new, never a torn file.
 
-    An S3 PUT is atomic by itself; locally the bytes go to a hidden sibling that is then
-    renamed over the target.
+    On S3 it is one PutObject through boto3, atomic by itself and retried by botocore;
+    pyarrow's output stream would start a multipart upload, whose completion can fail
+    inside a 200 response and was seen to fail for good against the fault proxy.
+    Locally the bytes go to a hidden sibling that is then renamed over the target.
     """
     if root.s3 is not None:
-        with root.filesystem.open_output_stream(path) as stream:
-            stream.write(data)
+        bucket, key = path.split("/", 1)
+        root.client.put_object(Bucket=bucket, Key=key, Body=data)
         return
     directory, name = posixpath.split(path)
     root.ensure_dir(directory)
