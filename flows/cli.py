@@ -37,8 +37,11 @@ def _quiet_prefect_defaults() -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from flows.ingest import ingest_articles
+    from flows.ingest import ingest_articles, warm_up_worker
+    from tasks.batch import start_workers_early
+    from tasks.settings import Settings
 
+    start_workers_early(Settings(), warm_up_worker)
     summary = ingest_articles(
         input_uri=args.input,
         output_uri=args.output,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
@@ -72,33 +71,47 @@ def run_stage(
     return Batch(batch.batch_id, articles, batch.rejects + rejects)
 
 
-def _import_modules(modules: tuple[str, ...]) -> None:
-    for module in modules:
-        importlib.import_module(module)
+WarmUp = Callable[[], None]
+
+# Pools started by `start_workers_early`, by worker count, for `stage_pool` to adopt.
+_early_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def _start_pool(settings: Settings, warm_up: WarmUp) -> ProcessPoolExecutor:
+    """Spawned, not forked: the flow process runs Prefect's threads, and forking a process
+    with threads can deadlock the child. Each worker runs `warm_up` as it starts."""
+    pool = ProcessPoolExecutor(
+        max_workers=settings.workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=warm_up,
+    )
+    for _ in range(settings.workers):
+        pool.submit(int)  # spawning is lazy: one job per worker starts them all now
+    return pool
+
+
+def start_workers_early(settings: Settings, warm_up: WarmUp) -> None:
+    """Start the stage workers before the flow run exists, for the run's `stage_pool` to
+    adopt: they warm up while Prefect starts (an ephemeral server takes 10-20 s) and
+    creates the run, rather than after. The command line does this; a deployment's run
+    starts its workers itself."""
+    if settings.workers > 1 and settings.task_runner_address is None:
+        _early_pools.setdefault(settings.workers, _start_pool(settings, warm_up))
 
 
 @contextmanager
 def stage_pool(
-    settings: Settings, preload: tuple[str, ...] = (), *, enabled: bool = True
+    settings: Settings, warm_up: WarmUp, *, enabled: bool = True
 ) -> Iterator[Executor | None]:
     """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
-    Spawned, not forked: the flow process runs Prefect's threads, and forking a process
-    with threads can deadlock the child. The workers start and import the `preload`
-    modules (seconds: Prefect, trafilatura, the place and name lists) at once, while the
-    flow lists and fetches, instead of inside the first stage. `enabled=False` (a Dask
+    The workers start at once and `warm_up` (imports, models, name lists: seconds) while
+    the flow lists and fetches, instead of inside the first batch. `enabled=False` (a Dask
     cluster supplies the processes) or one worker runs stages in the calling process.
     """
     if not enabled or settings.workers <= 1:
         yield None
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=settings.workers,
-        mp_context=context,
-        initializer=_import_modules,
-        initargs=(preload,),
-    ) as pool:
-        for _ in range(settings.workers):
-            pool.submit(int)  # spawning is lazy: one job per worker starts them all now
+    pool = _early_pools.pop(settings.workers, None) or _start_pool(settings, warm_up)
+    with pool:
         yield pool

@@ -228,6 +228,17 @@ def _second_opinion(group: tuple[str, ...]) -> LanguageDetector:
     return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
+def warm_up() -> None:
+    """Load langdetect's profiles and lingua's models of the Latin-script languages now
+    (~1 s), as a stage worker starts, rather than in its first article. lingua loads a
+    language's models when a text in its script first needs them; its own preloading
+    would load them on a thread pool, which a process forked afterwards (the fault
+    suite's driver) would inherit broken. The confusable groups' models (80-160 MB
+    each) load when a text of the group comes."""
+    _factory()
+    _lingua_all().compute_language_confidence_values("Warm-up: une phrase, ein Satz, una frase.")
+
+
 def _sample(text: str) -> str:
     if len(text) <= SAMPLE_CHARS * SAMPLES:
         return text

@@ -39,8 +39,8 @@ def warm_up() -> None:
     import flows.ingest  # noqa: F401
     from tasks import extract, language
 
-    extract.find_entities("Olaf Scholz met officials in Berlin.")  # loads places and names
-    language.detect_language("A warm-up sentence in English, so that the profiles load.")
+    extract.warm_up()
+    language.warm_up()
 
 
 def resolve_code(target: str) -> CodeType:

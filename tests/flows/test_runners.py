@@ -1,4 +1,6 @@
-"""The ingest flow on a Dask cluster gives the lake the default task runner gives."""
+"""The ingest flow gives the same lake wherever its stages run: in the flow's process, in
+its pool of worker processes (started early, as the command line does), or on a Dask
+cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from flows.demo import sample_objects
-from flows.ingest import ingest_articles
+from flows.ingest import ingest_articles, warm_up_worker
+from tasks.batch import start_workers_early
+from tasks.settings import Settings
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -36,7 +40,7 @@ def lake_rows(output: Path) -> dict[str, list[dict]]:
     return tables
 
 
-def test_dask_local_cluster_matches_the_default_runner(
+def test_worker_pool_and_dask_local_cluster_match_the_flow_process(
     s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, body in sample_objects(SHARED / "samples" / "seed-article.txt").items():
@@ -45,13 +49,18 @@ def test_dask_local_cluster_matches_the_default_runner(
 
     default = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "a"))
 
+    monkeypatch.setenv("NEWSFLOW_WORKERS", "2")  # the default on two cores
+    start_workers_early(Settings(), warm_up_worker)
+    pooled = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "p"))
+
     monkeypatch.setenv("NEWSFLOW_TASK_RUNNER_ADDRESS", "local")
     monkeypatch.setenv("NEWSFLOW_WORKERS", "2")  # a LocalCluster of two worker processes
     monkeypatch.setenv("NEWSFLOW_BATCHES_IN_FLIGHT", "2")
     on_dask = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "b"))
 
     assert default["batches"] > 1
-    for name in _SUMMARY_COUNTS:
-        assert on_dask[name] == default[name], name
-    assert sorted(on_dask["files"]) == sorted(default["files"])
-    assert lake_rows(tmp_path / "b") == lake_rows(tmp_path / "a")
+    for other, output in ((pooled, "p"), (on_dask, "b")):
+        for name in _SUMMARY_COUNTS:
+            assert other[name] == default[name], (output, name)
+        assert sorted(other["files"]) == sorted(default["files"])
+        assert lake_rows(tmp_path / output) == lake_rows(tmp_path / "a")
