@@ -1,4 +1,5 @@
-"""Compaction: merge a directory's small Parquet files into files of about a target size.
+"""Compaction: merge a directory's small Parquet files into files of about a target size;
+and the same swap for a batch that replaces rows of earlier versions (`rewrite_without`).
 
 Every batch writes one file per partition it touches and one rejects file, so a busy
 partition collects many small files (slow to list and to read). One compaction of a
@@ -11,8 +12,8 @@ group of files `G` of one directory (an `articles/source=…/date=…` partition
    from its current row with the files of `G` replaced by `M` (so `paths` stays truthful
    and a later reprocess rewrites `M`, not the retired files).
 4. **swap**: rename the staged file to `M` (one atomic rename, or one S3 copy), retire
-   `G` and write the snapshot without `G` and with `M` (one atomic object: the moment
-   readers switch), then delete the journal.
+   `G`, then delete the journal; writing the snapshot without `G` and with `M` (one
+   atomic object) is the moment readers switch.
 
 A run that dies before 3 leaves a journal whose id is not in the ledger: the next holder
 of the lease deletes the staged file. One that dies after 3 is finished by the next
@@ -24,6 +25,12 @@ storage for `retired_file_seconds` so a read begun before the swap can finish. A
 that globs the directory instead sees `M`'s rows twice until the retired files are
 deleted (`article_id` is unique per row, so it can deduplicate): no multi-file change can
 be atomic for a reader that lists files one by one.
+
+A batch that replaces an object's rows (a new version, a reprocess) removes the old rows
+the same way, one older file `F` at a time: a copy of `F` without them under a new name
+(steps 1-4 with `G` = {`F`}), or, when nothing else is left in `F`, `F` retired alone.
+Its publish writes the snapshot once, after all of them: the new version and the copies
+appear, and the old rows disappear, in the same step.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ COMPACTING_DIR = "_compacting"
 
 @dataclass(frozen=True, slots=True)
 class Compaction:
-    """One group of a partition's files (relative paths) to merge into `merged`."""
+    """One group of a directory's files (relative paths) to merge into `merged`; or one
+    file to copy into `merged` without the rows a batch replaced (`rewrite`)."""
 
     compaction_id: str
     merged: str
@@ -64,6 +72,16 @@ class Compaction:
         compaction_id = f"compact-{digest.hexdigest()}"
         merged = posixpath.join(partition, f"part-{compaction_id}.parquet")
         return cls(compaction_id, merged, tuple(sorted(sources)))
+
+    @classmethod
+    def rewrite(cls, relative: str, batch_id: str) -> Compaction:
+        """The copy of one file without the rows batch `batch_id` replaced. Named after
+        both: a retry redoes its own copy, and a later batch that meets a file of the
+        same name (batch ids are deterministic) makes its own."""
+        digest = hashlib.blake2b(f"{batch_id}\0{relative}".encode(), digest_size=8)
+        compaction_id = f"rewrite-{digest.hexdigest()}"
+        merged = posixpath.join(posixpath.dirname(relative), f"part-{compaction_id}.parquet")
+        return cls(compaction_id, merged, (relative,))
 
 
 def plan(files: list[DataFile], target_bytes: int) -> list[Compaction]:
@@ -126,43 +144,76 @@ def _ledger_rows(ledger: Ledger, compaction: Compaction, keys: pa.Array) -> pa.T
 
 
 def _finish(root: OutputRoot, compaction: Compaction) -> None:
-    """Step 4; idempotent, so recovery can run it again after a crash at any point."""
+    """Step 4 up to the snapshot, which the caller writes; idempotent, so recovery can run
+    it again after a crash at any point."""
     staged = _staged_path(root, compaction.compaction_id)
     if root.filesystem.get_file_info(staged).type == pafs.FileType.File:
         root.move(staged, root.path(compaction.merged))
     retire(root, compaction.compaction_id, list(compaction.sources))
-    write_snapshot(root)
     root.delete_file(_journal_path(root, compaction.compaction_id))
 
 
-def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
-    """Merge one group (steps 1-4); the caller holds the lease. Returns the rows moved."""
+def _swap(root: OutputRoot, compaction: Compaction, rows: pa.Table, ledger: Ledger) -> None:
+    """Steps 1-4 with `rows` as the merged file's content, all but the snapshot."""
     journal = {"merged": compaction.merged, "sources": list(compaction.sources)}
     root.ensure_dir(root.path(COMPACTING_DIR))
     write_atomically(
         root, _journal_path(root, compaction.compaction_id), json.dumps(journal).encode()
     )
+    pq.write_table(
+        rows,
+        _staged_path(root, compaction.compaction_id),
+        filesystem=root.filesystem,
+        compression="zstd",
+    )
+    moved = _ledger_rows(ledger, compaction, pc.unique(rows.column("object_key")))
+    staged_ledger = root.path(COMPACTING_DIR, f"{compaction.compaction_id}.ledger.parquet")
+    commit_ledger(root, ledger, compaction.compaction_id, moved, staged_ledger)
+    _finish(root, compaction)
+
+
+def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
+    """Merge one group and show it to snapshot readers; the caller holds the lease.
+    Returns the rows moved."""
     table = pa.concat_tables(
         [
             pq.read_table(root.path(source), filesystem=root.filesystem)
             for source in compaction.sources
         ]
     )
-    pq.write_table(
-        table,
-        _staged_path(root, compaction.compaction_id),
-        filesystem=root.filesystem,
-        compression="zstd",
-    )
-    rows = _ledger_rows(ledger, compaction, pc.unique(table.column("object_key")))
-    staged_ledger = root.path(COMPACTING_DIR, f"{compaction.compaction_id}.ledger.parquet")
-    commit_ledger(root, ledger, compaction.compaction_id, rows, staged_ledger)
-    _finish(root, compaction)
+    _swap(root, compaction, table, ledger)
+    write_snapshot(root)
     return table.num_rows
 
 
+def rewrite_without(
+    root: OutputRoot, relative: str, keys: set[str], batch_id: str, ledger: Ledger
+) -> None:
+    """Take the rows of `keys` out of one published file for the next snapshot: a copy
+    without them under a new name, or the file retired alone when nothing else is in it.
+    The caller (a batch's publish, under the lease) writes the snapshot after all of its
+    files. Idempotent: a publish finished after a crash runs it again."""
+    rewrite = Compaction.rewrite(relative, batch_id)
+    if ledger.is_committed(rewrite.compaction_id):
+        _finish(root, rewrite)
+        return
+    try:
+        table = pq.read_table(root.path(relative), filesystem=root.filesystem)
+    except FileNotFoundError:  # retired by an earlier attempt, and deleted since
+        return
+    keep = pc.invert(pc.is_in(table.column("object_key"), value_set=pa.array(sorted(keys))))
+    remaining = table.filter(keep)
+    if remaining.num_rows == table.num_rows:
+        return
+    if remaining.num_rows == 0:
+        retire(root, rewrite.compaction_id, [relative])
+    else:
+        _swap(root, rewrite, remaining, ledger)
+
+
 def recover_compactions(root: OutputRoot, ledger: Ledger) -> list[str]:
-    """Finish committed compactions and discard uncommitted ones; returns their ids.
+    """Finish committed compactions and rewrites, and discard uncommitted ones; returns
+    their ids. The caller writes the snapshot afterwards.
 
     Must run under the lease before anything else writes: until it has, the ledger may
     name a merged file that is not yet in place.

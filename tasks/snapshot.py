@@ -4,12 +4,12 @@ A reader that globs `articles/**/*.parquet` lists files one at a time, so no cha
 touches several files (a compaction moving rows from many small files into one) can be
 atomic for it. `<root>/_snapshot.parquet` is replaced in one step (an S3 PUT, a local
 rename) after every publish and every compaction; a reader that takes its file list from
-it sees every row exactly once while batches of new objects and compactions are written
-(not while a batch replaces rows of earlier versions: docs/guarantees.md). Like Delta
-Lake's `_symlink_format_manifest`, but one object for the whole lake.
+it sees every row exactly once while batches, replacements and compactions are written.
+Like Delta Lake's `_symlink_format_manifest`, but one object for the whole lake.
 
-A compaction *retires* the files it replaced instead of deleting them: they leave the
-snapshot at once and stay on storage for `retired_file_seconds`, so that a read that
+No file a snapshot names is ever changed or deleted: a compaction, or a batch removing
+the rows of versions it replaced, writes new files and *retires* the old ones. They leave
+the next snapshot and stay on storage for `retired_file_seconds`, so that a read that
 started from the previous snapshot can finish; `collect_retired` deletes them after that.
 """
 
@@ -111,7 +111,6 @@ def data_files(root: OutputRoot) -> list[DataFile]:
             if (
                 info.type == pafs.FileType.File
                 and info.base_name.endswith(".parquet")
-                and not info.base_name.startswith(".")  # a rewrite in progress
                 and not _is_retired(info, retired.get(relative))
             ):
                 found.append(DataFile(relative, info.size or 0))

@@ -7,12 +7,13 @@ overwrites its own files instead of adding new ones):
    beside a `_PUBLISHING` marker. Readers never look there.
 2. **commit**: write `_ledger/<batch_id>.parquet` (one atomic object). From this moment
    the batch is done, whatever happens next.
-3. **publish**: move the staged files to `articles/source=…/date=…/` and `rejects/`,
-   rewrite older files that still hold earlier versions of the same objects without
-   those rows, then delete the staging folder, marker last.
+3. **publish**: move the staged files to `articles/source=…/date=…/` and `rejects/`;
+   replace older files that still hold earlier versions of the same objects by copies
+   without those rows, under new names (`tasks/compact.py`: `rewrite_without`), retiring
+   the older files; then delete the staging folder, marker last.
 
 After 3, `write_batch` replaces the lake's snapshot (`tasks/snapshot.py`): the moment
-readers of the snapshot see the whole batch at once.
+readers of the snapshot see the whole batch at once, replaced rows gone in the same step.
 
 A run that dies before 2 leaves staging that the next run deletes (its objects are not
 in the ledger, so they are processed again). A run that dies during 3 leaves the marker,
@@ -33,6 +34,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.batch import Batch
+from tasks.compact import rewrite_without
 from tasks.fetch import ObjectRef
 from tasks.ledger import Ledger, commit_ledger
 from tasks.schema import LEDGER_SCHEMA, PARTITION_SCHEMA, articles_table, rejects_table
@@ -98,25 +100,6 @@ def _ledger_rows(
     )
 
 
-def _remove_rows(root: OutputRoot, relative: str, keys: set[str]) -> None:
-    """Rewrite one published file without the rows of `keys`; atomic replace or delete."""
-    path = root.path(relative)
-    try:
-        table = pq.read_table(path, filesystem=root.filesystem)
-    except FileNotFoundError:
-        return
-    keep = pc.invert(pc.is_in(table.column("object_key"), value_set=pa.array(sorted(keys))))
-    remaining = table.filter(keep)
-    if remaining.num_rows == table.num_rows:
-        return
-    if remaining.num_rows == 0:
-        root.delete_file(path)
-        return
-    hidden = posixpath.join(posixpath.dirname(path), f".rewrite-{posixpath.basename(path)}.tmp")
-    _write_parquet(root, remaining, hidden)
-    root.move(hidden, path)
-
-
 def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
     """Step 3; idempotent, so recovery can run it again after a crash at any point."""
     staging = root.path(STAGING_DIR, batch_id)
@@ -128,7 +111,7 @@ def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
         root.ensure_dir(posixpath.dirname(root.path(relative)))
         root.move(info.path, root.path(relative))
     for relative, keys in ledger.superseded_paths(batch_id).items():
-        _remove_rows(root, relative, keys)
+        rewrite_without(root, relative, keys, batch_id, ledger)
     # A crash between these two leaves staging without its marker: tolerated on rerun.
     root.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
     root.delete_tree(staging)

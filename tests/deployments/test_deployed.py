@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, St
 from deployments.definitions import build_deployments
 from tasks.ledger import Ledger, current_versions
 from tasks.settings import DeploymentSettings, Settings
+from tasks.snapshot import snapshot_paths
 from tasks.storage import OutputRoot
 from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
 
@@ -49,11 +50,13 @@ def upload(
 
 
 def lake_rows(output: Path) -> list[dict[str, Any]]:
-    """Every article and reject row: (object_key, line_number, ingested_at, kind)."""
+    """Every article and reject row a reader of the snapshot sees: (object_key,
+    line_number, ingested_at, kind)."""
+    root = OutputRoot.open(str(output), Settings())
     rows = []
     for kind in ("articles", "rejects"):
-        if (output / kind).exists():
-            table = ds.dataset(output / kind, format="parquet", partitioning="hive").to_table(
+        if paths := snapshot_paths(root, kind):
+            table = ds.dataset(paths, format="parquet").to_table(
                 columns=["object_key", "line_number", "ingested_at"]
             )
             rows += [{**row, "kind": kind} for row in table.to_pylist()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -12,27 +13,51 @@ import pyarrow.parquet as pq
 Unit = tuple[str, int]  # (object_key, line_number or 0): one accounted piece of input
 
 
-def duckdb_articles(output: Path) -> list[tuple[str, int, str, str]]:
-    """(object_key, line, object_etag, batch_id) of every visible article, read by DuckDB.
-
-    Raises whatever DuckDB raises on a torn or foreign file under `articles/`.
-    """
-    if not any((output / "articles").rglob("*.parquet")):
+def snapshot_paths(output: Path, dataset: str) -> list[str]:
+    """The files of `dataset` that the lake's snapshot names: what a reader opens."""
+    snapshot = output / "_snapshot.parquet"
+    if not snapshot.exists():
         return []
-    return duckdb.sql(
-        "SELECT object_key, coalesce(line_number, 0), object_etag, batch_id "
-        f"FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true)"
+    table = pq.read_table(snapshot)
+    return [
+        path
+        for path, name in zip(
+            table.column("path").to_pylist(), table.column("dataset").to_pylist(), strict=True
+        )
+        if name == dataset
+    ]
+
+
+def _read(files: str | list[str], columns: str) -> list[tuple]:
+    return duckdb.execute(
+        f"SELECT {columns} FROM read_parquet(?, hive_partitioning = true)", [files]
     ).fetchall()
+
+
+_ARTICLE_COLUMNS = "object_key, coalesce(line_number, 0), object_etag, batch_id"
+_REJECT_COLUMNS = f"{_ARTICLE_COLUMNS}, reason"
+
+
+def duckdb_articles(output: Path) -> list[tuple[str, int, str, str]]:
+    """(object_key, line, object_etag, batch_id) of every article a reader of the snapshot
+    sees, read by DuckDB. Raises whatever DuckDB raises on a torn or missing file."""
+    paths = snapshot_paths(output, "articles")
+    return _read(paths, _ARTICLE_COLUMNS) if paths else []
 
 
 def duckdb_rejects(output: Path) -> list[tuple[str, int, str, str, str]]:
-    """(object_key, line, object_etag, batch_id, reason) of every visible reject."""
-    if not any((output / "rejects").rglob("*.parquet")):
-        return []
-    return duckdb.sql(
-        "SELECT object_key, coalesce(line_number, 0), object_etag, batch_id, reason "
-        f"FROM read_parquet('{output}/rejects/*.parquet')"
-    ).fetchall()
+    """(object_key, line, object_etag, batch_id, reason) of every reject the snapshot shows."""
+    paths = snapshot_paths(output, "rejects")
+    return _read(paths, _REJECT_COLUMNS) if paths else []
+
+
+def globbed_units(output: Path) -> list[tuple[str, int, str, str]]:
+    """What a reader that globs the folders sees, articles and rejects."""
+    rows = []
+    for dataset, pattern in (("articles", "**/*.parquet"), ("rejects", "*.parquet")):
+        if any((output / dataset).glob(pattern)):
+            rows += _read(str(output / dataset / pattern), _ARTICLE_COLUMNS)
+    return rows
 
 
 def ledger_rows(output: Path) -> list[dict]:
@@ -58,15 +83,20 @@ def current_ledger(output: Path) -> dict[str, str]:
 def assert_readable_and_committed(output: Path) -> Counter[Unit]:
     """What a reader may see at any instant, even right after a SIGKILL.
 
-    DuckDB reads every visible file, and every visible row belongs to a committed batch
-    (nothing staged or half-written is visible as data). Returns visible units with counts.
+    DuckDB reads every file the snapshot names, and every file a glob finds; every row
+    either sees belongs to a committed batch (nothing staged or half-written is visible
+    as data), and the snapshot shows each unit at most once. Returns the units a glob
+    sees, with counts (a glob may see a replaced version beside the new one).
     """
-    articles = duckdb_articles(output)
-    rejects = duckdb_rejects(output)
     committed = committed_batches(output)
-    uncommitted = {row[3] for row in articles + rejects} - committed
+    snapshot = duckdb_articles(output) + duckdb_rejects(output)
+    globbed = globbed_units(output)
+    uncommitted = {row[3] for row in snapshot + globbed} - committed
     assert not uncommitted, f"rows of uncommitted batches are visible: {uncommitted}"
-    return Counter((row[0], row[1]) for row in articles + rejects)
+    units = Counter((row[0], row[1]) for row in snapshot)
+    doubled = {unit: n for unit, n in units.items() if n > 1}
+    assert not doubled, f"the snapshot shows units twice: {doubled}"
+    return Counter((row[0], row[1]) for row in globbed)
 
 
 def assert_exactly_once(output: Path, expected: dict[str, str]) -> None:
@@ -88,10 +118,16 @@ def assert_exactly_once(output: Path, expected: dict[str, str]) -> None:
     assert not stale, f"rows of replaced versions still visible: {sorted(stale)}"
     assert current_ledger(output) == expected
     assert not list((output / "_staging").rglob("*")), "staging left behind"
-    # No compaction here, so nothing is retired: the snapshot names exactly the files a
-    # glob finds, and a reader of either sees the same rows.
-    data_files = {p for d in ("articles", "rejects") for p in (output / d).rglob("*.parquet")}
-    snapshot = pq.read_table(output / "_snapshot.parquet").column("path").to_pylist()
-    assert sorted(map(Path, snapshot)) == sorted(data_files), "snapshot and lake disagree"
+    # On disk beside the snapshot's files: only the retired ones (replaced rows), until
+    # their retention passes.
+    on_disk = {p for d in ("articles", "rejects") for p in (output / d).rglob("*.parquet")}
+    named = {Path(p) for d in ("articles", "rejects") for p in snapshot_paths(output, d)}
+    retired = {
+        output / relative
+        for record in (output / "_retired").glob("*.json")
+        for relative in json.loads(record.read_text())["files"]
+    }
+    assert named <= on_disk, f"the snapshot names missing files: {named - on_disk}"
+    assert on_disk - named <= retired, f"files neither current nor retired: {on_disk - named}"
     for path in output.rglob("*.parquet"):
-        pq.ParquetFile(path)  # every visible Parquet file has a valid footer
+        pq.ParquetFile(path)  # every Parquet file on disk has a valid footer

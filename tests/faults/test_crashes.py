@@ -25,6 +25,7 @@ from tests.faults.corpus import article_objects, reject_objects, story
 from tests.faults.lake import assert_exactly_once, assert_readable_and_committed
 
 WRITE = "tasks.write"
+COMPACT = "tasks.compact"
 
 
 def at_call(target: str, nth: int = 1) -> dict[str, Any]:
@@ -54,8 +55,12 @@ KILL_POINTS: list[tuple[str, dict[str, Any]]] = [
     ("committed, before publish", at_line(f"{WRITE}.write_batch_files", "publish_batch(")),
     ("publish (or recovery) starts", at_call(f"{WRITE}.publish_batch", 1)),
     ("mid-publish, one file moved", at_line(f"{WRITE}.publish_batch", "root.ensure_dir(", 2)),
-    ("mid-publish, old rows not yet removed", at_line(f"{WRITE}.publish_batch", "_remove_rows(")),
-    ("mid-publish, rewrite not swapped", at_line(f"{WRITE}._remove_rows", "root.move(")),
+    (
+        "mid-publish, old rows not yet removed",
+        at_line(f"{WRITE}.publish_batch", "rewrite_without("),
+    ),
+    ("mid-publish, copy staged, not committed", at_line(f"{COMPACT}._swap", "commit_ledger(")),
+    ("mid-publish, copy committed, not in place", at_call(f"{COMPACT}._finish", 1)),
     ("mid-publish, marker gone", at_line(f"{WRITE}.publish_batch", "root.delete_tree(staging)")),
     # The first snapshot a run writes is at its start; the second after its first batch.
     ("published, snapshot not yet replaced", at_call("tasks.snapshot.write_snapshot", 2)),
@@ -130,6 +135,6 @@ def test_sigkill_at_every_step_then_rerun(
     assert_exactly_once(output, expected)
     print(
         f"{kills} kills, {len(expected)} objects, {time.monotonic() - started:.0f}s; "
-        f"transient doubles visible after: {doubled_seen}"
+        f"transient doubles a glob saw after: {doubled_seen}"
     )
     assert kills >= 20

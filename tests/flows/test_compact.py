@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 import tasks.compact as compact_module
+import tasks.write as write_module
 from flows.compact import compact_lake
 from flows.ingest import ingest_articles
 from tasks.ledger import Ledger, current_versions
@@ -187,21 +188,33 @@ def test_crash_after_commit_is_finished_by_the_next_ingest(
     assert_ledger_truthful(small_files_lake)
 
 
-def compact_while_reading(lake: Path, read: Callable[[], None]) -> None:
-    """Compact the lake while another thread calls `read` over and over."""
+def while_reading(read: Callable[[], None], action: Callable[[], Any]) -> None:
+    """Run `action` while another thread calls `read` over and over; a read that raises
+    fails the test."""
     done = threading.Event()
+    errors: list[BaseException] = []
 
     def keep_reading() -> None:
-        while not done.is_set():
-            read()
+        try:
+            while not done.is_set():
+                read()
+        except BaseException as error:
+            errors.append(error)
 
     reader = threading.Thread(target=keep_reading)
     reader.start()
     try:
-        compact_lake(output_uri=str(lake))
+        action()
     finally:
         done.set()
         reader.join()
+    if errors:
+        raise errors[0]
+
+
+def compact_while_reading(lake: Path, read: Callable[[], None]) -> None:
+    """Compact the lake while another thread calls `read` over and over."""
+    while_reading(read, lambda: compact_lake(output_uri=str(lake)))
 
 
 def _reading_at(
@@ -238,6 +251,50 @@ def test_a_snapshot_reader_sees_every_row_exactly_once_during_compaction(
     for moment, rows in seen:
         assert rows == expected, f"{moment}: {len(rows)} rows instead of {len(expected)}"
     assert len(snapshot_files(small_files_lake)) == 1
+
+
+def test_a_snapshot_reader_sees_each_object_once_while_a_batch_replaces_versions(
+    s3, bucket: str, small_files_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new version whose old row is alone in its file (the file is retired), then one
+    whose old row shares a merged file (a copy without it is made): before and after each
+    step of the publish, and at random moments from another thread, each object once, in
+    its old or its new version, never an error."""
+    old = dict(snapshot_rows(small_files_lake))
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+    for module, name in (
+        (write_module, "rewrite_without"),
+        (write_module, "write_snapshot"),
+        (compact_module, "retire"),
+        (compact_module, "_finish"),
+    ):
+        step = _reading_at(small_files_lake, getattr(module, name), seen)
+        monkeypatch.setattr(module, name, step)
+
+    def replace(key: str, text: str) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
+        while_reading(
+            lambda: seen.append(("from another thread", snapshot_rows(small_files_lake))),
+            lambda: ingest_articles(
+                input_uri=f"s3://{bucket}/in/", output_uri=str(small_files_lake)
+            ),
+        )
+
+    new = {"in/s/3.txt": BODY.format(n="three"), "in/s/5.txt": BODY.format(n="five")}
+    replace("in/s/3.txt", new["in/s/3.txt"])
+    compact_lake(output_uri=str(small_files_lake))  # in/s/5.txt now shares a merged file
+    replace("in/s/5.txt", new["in/s/5.txt"])
+
+    steps = {moment for moment, _ in seen}
+    assert {"before retire", "before _finish", "after write_snapshot"} <= steps
+    assert "from another thread" in steps
+    for moment, rows in seen:
+        keys = [key for key, _ in rows]
+        assert sorted(keys) == sorted(old), f"{moment}: {keys}"
+        for key, text in rows:
+            assert text in (old[key], new.get(key)), f"{moment}: {key} has {text!r}"
+    assert dict(snapshot_rows(small_files_lake)) == old | new
+    assert_ledger_truthful(small_files_lake)
 
 
 def test_a_glob_reader_never_misses_a_row_during_compaction(small_files_lake: Path) -> None:

@@ -30,14 +30,20 @@ def upload(s3, bucket: str, objects: dict[str, bytes]) -> None:
 
 
 def lake_tables(output: Path) -> tuple[list[dict], list[dict]]:
-    articles = ds.dataset(output / "articles", format="parquet", partitioning="hive").to_table()
-    rejects_dir = output / "rejects"
-    rejects = (
-        ds.dataset(rejects_dir, format="parquet").to_table().to_pylist()
-        if rejects_dir.exists()
-        else []
+    """Articles and rejects as a reader of the lake's snapshot sees them."""
+    root = OutputRoot.open(str(output), Settings())
+    articles, rejects = (
+        ds.dataset(
+            snapshot_paths(root, dataset),
+            format="parquet",
+            partitioning="hive",
+            partition_base_dir=str(output / dataset),
+        )
+        .to_table()
+        .to_pylist()
+        for dataset in ("articles", "rejects")
     )
-    return articles.to_pylist(), rejects
+    return articles, rejects
 
 
 def accounted(output: Path) -> list[tuple[str, int | None]]:

@@ -14,9 +14,10 @@ import pytest
 import tasks.write as write_module
 from tasks.batch import Batch
 from tasks.fetch import ObjectRef, batch_id_for
-from tasks.ledger import LEASE_FILE, Lease, LeaseUnavailable, Ledger, hold_lease
+from tasks.ledger import LEASE_FILE, Lease, LeaseUnavailable, Ledger, current_versions, hold_lease
 from tasks.schema import Article, Reject
 from tasks.settings import Settings
+from tasks.snapshot import collect_retired, snapshot_paths, write_snapshot
 from tasks.storage import OutputRoot
 from tasks.write import recover_output, write_batch_files
 
@@ -39,8 +40,17 @@ def make_batch(*versions: tuple[str, str, str]) -> tuple[Batch, list[ObjectRef]]
 
 
 def commit(root: OutputRoot, *versions: tuple[str, str, str]) -> None:
+    """What the write task does: write the batch, then the snapshot."""
     batch, refs = make_batch(*versions)
     write_batch_files(root, batch, refs, Ledger.load(root))
+    write_snapshot(root)
+
+
+def recover(root: OutputRoot) -> list[str]:
+    """What a run does first: finish or discard what a crash left, then the snapshot."""
+    recovered = recover_output(root, Ledger.load(root))
+    write_snapshot(root)
+    return recovered
 
 
 def staged_files(root: OutputRoot) -> list[str]:
@@ -48,12 +58,25 @@ def staged_files(root: OutputRoot) -> list[str]:
     return [info.path for info in root.filesystem.get_file_info(selector)]
 
 
+def snapshot_files(root: OutputRoot, dataset: str = "articles") -> list[str]:
+    """The files of `dataset` a reader of the snapshot opens, as the root's filesystem names them."""
+    return [path.removeprefix("s3://") for path in snapshot_paths(root, dataset)]
+
+
+def read(root: OutputRoot, files: list[str], columns: list[str]) -> ds.Dataset:
+    return ds.dataset(
+        files,
+        filesystem=root.filesystem,
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=root.path("articles"),
+    ).to_table(columns=columns)
+
+
 def rows(root: OutputRoot) -> dict[str, str]:
-    """object_key -> text of every visible article row, failing on any duplicate key."""
-    dataset = ds.dataset(
-        root.path("articles"), filesystem=root.filesystem, format="parquet", partitioning="hive"
-    )
-    table = dataset.to_table(columns=["object_key", "text"])
+    """object_key -> text of every article a reader of the snapshot sees, failing on any
+    duplicate key."""
+    table = read(root, snapshot_files(root), ["object_key", "text"])
     keys = table.column("object_key").to_pylist()
     assert len(keys) == len(set(keys)), f"duplicate rows: {sorted(keys)}"
     return dict(zip(keys, table.column("text").to_pylist(), strict=True))
@@ -91,7 +114,7 @@ def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) ->
     assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
     commit(root, ("in/a/1.txt", "e1c", "REJECT now broken"))
     assert rows(root) == {"in/a/2.txt": "kept"}
-    rejects = ds.dataset(root.path("rejects"), filesystem=root.filesystem).to_table().to_pylist()
+    rejects = read(root, snapshot_files(root, "rejects"), ["object_key", "reason"]).to_pylist()
     assert [(r["object_key"], r["reason"]) for r in rejects] == [
         ("in/a/1.txt", "REJECT now broken")
     ]
@@ -103,6 +126,29 @@ def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) ->
     assert ledger.contains([ObjectRef("in/a/1.txt", "e1c", 0, MODIFIED).fingerprint]).tolist() == [
         True
     ]
+
+
+def test_replaced_rows_leave_with_their_file_and_the_rest_moves_to_a_copy(
+    root: OutputRoot,
+) -> None:
+    """No file a snapshot names is changed: the other rows of a file holding a replaced
+    version move to a copy under a new name, and the file is retired, in one snapshot."""
+    commit(root, ("in/a/1.txt", "e1", "first version"), ("in/a/2.txt", "e2", "kept"))
+    [original] = snapshot_files(root)
+    commit(root, ("in/a/1.txt", "e1b", "second version"))
+
+    files = snapshot_files(root)
+    assert original not in files and len(files) == 2
+    current = current_versions(Ledger.load(root).table)
+    paths = dict(zip(current["object_key"].to_pylist(), current["paths"].to_pylist(), strict=True))
+    [copy] = [root.path(path) for path in paths["in/a/2.txt"]]
+    assert copy in files and copy != original
+    assert read(root, [copy], ["object_key"]).column("object_key").to_pylist() == ["in/a/2.txt"]
+    # The original waits out its retention for reads that began before the swap.
+    assert root.filesystem.get_file_info(original).type == pafs.FileType.File
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert root.filesystem.get_file_info(original).type == pafs.FileType.NotFound
+    assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
 
 
 def test_crash_before_commit_is_discarded_and_redone(
@@ -138,21 +184,35 @@ def test_crash_after_commit_is_published_by_recovery(
         commit(root, ("in/a/1.txt", "e2", "new"), ("in/a/2.txt", "e3", "other"))
     monkeypatch.undo()
     assert rows(root) == {"in/a/1.txt": "old"}
-    ledger = Ledger.load(root)
-    assert len(recover_output(root, ledger)) == 1
+    assert len(recover(root)) == 1
     assert rows(root) == {"in/a/1.txt": "new", "in/a/2.txt": "other"}
-    assert recover_output(root, Ledger.load(root)) == []
+    assert recover(root) == []
 
 
 def test_duckdb_reads_the_local_lake_with_partitions(tmp_path: Path) -> None:
     root = OutputRoot.open(str(tmp_path / "lake"), Settings())
     commit(root, ("in/a/1.txt", "e1", "one"), ("in/b/2.txt", "e2", "two"))
     commit(root, ("in/a/1.txt", "e1b", "uno"))
-    result = duckdb.sql(
-        f"SELECT source, CAST(date AS VARCHAR), text FROM read_parquet('{root.base}/articles/**/*.parquet', "
-        "hive_partitioning = true) ORDER BY source"
-    ).fetchall()
-    assert result == [("a", "2026-11-01", "uno"), ("b", "2026-11-01", "two")]
+    query = "SELECT source, CAST(date AS VARCHAR), text FROM read_parquet({}, hive_partitioning = true) ORDER BY ALL"
+    snapshot = "getvariable('articles')"
+    duckdb.execute(
+        f"SET VARIABLE articles = (SELECT list(path) FROM '{root.base}/_snapshot.parquet' WHERE dataset = 'articles')"
+    )
+    assert duckdb.sql(query.format(snapshot)).fetchall() == [
+        ("a", "2026-11-01", "uno"),
+        ("b", "2026-11-01", "two"),
+    ]
+    # A glob also sees the replaced row until its retired file's retention has passed.
+    glob = f"'{root.base}/articles/**/*.parquet'"
+    assert duckdb.sql(query.format(glob)).fetchall() == [
+        ("a", "2026-11-01", "one"),
+        ("a", "2026-11-01", "uno"),
+        ("b", "2026-11-01", "two"),
+    ]
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert (
+        duckdb.sql(query.format(glob)).fetchall() == duckdb.sql(query.format(snapshot)).fetchall()
+    )
 
 
 def test_lease_is_exclusive_and_expires(root: OutputRoot) -> None:
@@ -185,9 +245,10 @@ def test_reprocessing_into_another_partition_leaves_no_stale_rows(root: OutputRo
     again.batch_id = batch_id_for(refs, salt="reprocess-run")
     assert again.batch_id != batch.batch_id
     write_batch_files(root, again, refs, Ledger.load(root))
+    write_snapshot(root)
     assert rows(root) == {"in/a/1.txt": "one, improved", "in/a/2.txt": "two"}
-    dates = ds.dataset(root.path("articles"), filesystem=root.filesystem, partitioning="hive")
-    assert set(dates.to_table(columns=["date"]).column("date").to_pylist()) == {"2025-01-02"}
+    dates = read(root, snapshot_files(root), ["date"]).column("date").to_pylist()
+    assert set(dates) == {"2025-01-02"}
 
 
 def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -> None:
