@@ -95,8 +95,12 @@ def start_workers_early(settings: Settings, warm_up: WarmUp) -> None:
     adopt: they warm up while Prefect starts (an ephemeral server takes 10-20 s) and
     creates the run, rather than after. The command line does this; a deployment's run
     starts its workers itself."""
-    if settings.workers > 1 and settings.task_runner_address is None:
-        _early_pools.setdefault(settings.workers, _start_pool(settings, warm_up))
+    if (
+        settings.workers > 1
+        and settings.task_runner_address is None
+        and settings.workers not in _early_pools
+    ):
+        _early_pools[settings.workers] = _start_pool(settings, warm_up)
 
 
 @contextmanager

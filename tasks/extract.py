@@ -214,8 +214,8 @@ def _fold(text: str) -> str:
 
 
 def _fold_all(texts: Iterable[str]) -> list[str]:
-    """`_fold` of each text, in one pass over them all: the gazetteers fold ~400,000 names
-    in every worker process, which one at a time took 1-2 s. Folding works character by
+    """`_fold` of each text, in one pass over them all: every worker process folds the
+    gazetteers' ~400,000 names, 0.3 s sooner this way. Folding works character by
     character, so joining on a newline (which no name holds) changes nothing."""
     texts = list(texts)
     if not texts:

@@ -232,9 +232,9 @@ def warm_up() -> None:
     """Load langdetect's profiles and lingua's models of the Latin-script languages now
     (~1 s), as a stage worker starts, rather than in its first article. lingua loads a
     language's models when a text in its script first needs them; its own preloading
-    would load them on a thread pool, which a process forked afterwards (the fault
-    suite's driver) would inherit broken. The confusable groups' models (80-160 MB
-    each) load when a text of the group comes."""
+    would load them on a thread pool, which a process forked afterwards would inherit
+    broken. The confusable groups' models (80-160 MB each) load when a text of the group
+    comes."""
     _factory()
     _lingua_all().compute_language_confidence_values("Warm-up: une phrase, ein Satz, una frase.")
 

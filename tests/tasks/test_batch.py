@@ -22,8 +22,11 @@ def _warm_state(_: int) -> tuple[int, int, int]:
 
 def test_the_run_adopts_the_workers_started_early_and_they_are_warm() -> None:
     settings = Settings(workers=2)
+    before = {child.pid for child in multiprocessing.active_children()}
     start_workers_early(settings, warm_up_worker)
-    started_early = {child.pid for child in multiprocessing.active_children()}
+    start_workers_early(settings, warm_up_worker)  # a second call keeps the first pool
+    started_early = {child.pid for child in multiprocessing.active_children()} - before
+    assert len(started_early) == 2
 
     with stage_pool(settings, warm_up_worker) as pool:
         assert pool is not None
