@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from prefect import Task, flow, get_run_logger
@@ -265,10 +265,10 @@ def ingest_articles(
         def write_oldest(
             in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]],
         ) -> None:
-            refs, chain = in_flight.popleft()
+            refs, stages = in_flight.popleft()
             # In stage order, so a failure raises its own error (S3 down, say) rather than
             # the "never ran" of the stages after it.
-            batch = [future.result() for future in chain][-1]
+            batch = [future.result() for future in stages][-1]
             summary.add(batch, write_batch(root, batch, quote(refs), ledger))
             lease.renew()
             summary.seconds = time.monotonic() - started
@@ -282,19 +282,24 @@ def ingest_articles(
             )
 
         refs = list_objects(client, location, keys, settings.fetch_concurrency)
-        with (
-            stage_pool(settings, warm_up_worker, enabled=not on_dask) as pool,
-            task_runner(settings) as runner,
-        ):
-            in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
-            for batch_refs in new_object_batches(refs, ledger, summary, settings, reprocess):
-                summary.objects_new += len(batch_refs)
-                chain = submit_stages(runner, client, location, batch_refs, settings, pool, salt)
-                in_flight.append((batch_refs, chain))
-                if len(in_flight) >= settings.batches_in_flight:
+        batches = new_object_batches(refs, ledger, summary, settings, reprocess)
+        first = next(batches, None)
+        if first is not None:  # most sweeps find nothing new: no workers, no task runner
+            with (
+                stage_pool(settings, warm_up_worker, enabled=not on_dask) as pool,
+                task_runner(settings) as runner,
+            ):
+                in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
+                for batch_refs in chain([first], batches):
+                    summary.objects_new += len(batch_refs)
+                    stages = submit_stages(
+                        runner, client, location, batch_refs, settings, pool, salt
+                    )
+                    in_flight.append((batch_refs, stages))
+                    if len(in_flight) >= settings.batches_in_flight:
+                        write_oldest(in_flight)
+                while in_flight:
                     write_oldest(in_flight)
-            while in_flight:
-                write_oldest(in_flight)
     summary.seconds = time.monotonic() - started
     logger.info(
         "done: %d new of %d listed objects -> %d articles, %d rejects in %.1f s",

@@ -5,10 +5,12 @@ cluster."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
 
+import flows.ingest as ingest_module
 from flows.demo import sample_objects
 from flows.ingest import ingest_articles, warm_up_worker
 from tasks.batch import start_workers_early
@@ -64,3 +66,25 @@ def test_worker_pool_and_dask_local_cluster_match_the_flow_process(
             assert other[name] == default[name], (output, name)
         assert sorted(other["files"]) == sorted(default["files"])
         assert lake_rows(tmp_path / output) == lake_rows(tmp_path / "a")
+
+
+def test_a_run_with_nothing_new_starts_no_workers(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep that finds nothing new costs no worker start-up (seconds of CPU each)."""
+    body = b"Dock workers in Rotterdam ended their strike after a night of talks at the port."
+    s3.put_object(Bucket=bucket, Key="in/s/1.txt", Body=body)
+    monkeypatch.setenv("NEWSFLOW_WORKERS", "2")
+    pools: list[Settings] = []
+    real_stage_pool = ingest_module.stage_pool
+
+    def counted_stage_pool(settings: Settings, *args: Any, **kwargs: Any) -> Any:
+        pools.append(settings)
+        return real_stage_pool(settings, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "stage_pool", counted_stage_pool)
+    output = str(tmp_path / "lake")
+    first = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
+    again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
+    assert (first["articles"], again["objects_listed"], again["objects_new"]) == (1, 1, 0)
+    assert len(pools) == 1
