@@ -110,7 +110,7 @@ def stage_pool(
     """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
     The workers start at once and `warm_up` (imports, models, name lists: seconds) while
-    the flow lists and fetches, instead of inside the first batch. `enabled=False` (a Dask
+    the first batch is fetched, instead of inside its first stage. `enabled=False` (a Dask
     cluster supplies the processes) or one worker runs stages in the calling process.
     """
     if not enabled or settings.workers <= 1:

@@ -10,7 +10,7 @@ group of files `G` of one directory (an `articles/source=…/date=…` partition
 2. **stage**: write `M`'s rows to `_compacting/<id>.parquet`.
 3. **commit**: write `_ledger/<id>.parquet`, one row per object whose rows moved, copied
    from its current row with the files of `G` replaced by `M` (so `paths` stays truthful
-   and a later reprocess rewrites `M`, not the retired files).
+   and a later replacement takes its rows out of `M`, not out of the retired files).
 4. **swap**: rename the staged file to `M` (one atomic rename, or one S3 copy), retire
    `G`, then delete the journal; writing the snapshot without `G` and with `M` (one
    atomic object) is the moment readers switch.
@@ -74,11 +74,12 @@ class Compaction:
         return cls(compaction_id, merged, tuple(sorted(sources)))
 
     @classmethod
-    def rewrite(cls, relative: str, batch_id: str) -> Compaction:
+    def rewrite(cls, relative: str, version: str, batch_id: str) -> Compaction:
         """The copy of one file without the rows batch `batch_id` replaced. Named after
-        both: a retry redoes its own copy, and a later batch that meets a file of the
-        same name (batch ids are deterministic) makes its own."""
-        digest = hashlib.blake2b(f"{batch_id}\0{relative}".encode(), digest_size=8)
+        the batch and the file's name and `version` (size and modification time): a retry
+        redoes its own copy, and a batch id and a file name met again (batch ids are
+        deterministic, and an object can go back to an earlier version) make a new one."""
+        digest = hashlib.blake2b(f"{batch_id}\0{relative}\0{version}".encode(), digest_size=8)
         compaction_id = f"rewrite-{digest.hexdigest()}"
         merged = posixpath.join(posixpath.dirname(relative), f"part-{compaction_id}.parquet")
         return cls(compaction_id, merged, (relative,))
@@ -193,14 +194,14 @@ def rewrite_without(
     without them under a new name, or the file retired alone when nothing else is in it.
     The caller (a batch's publish, under the lease) writes the snapshot after all of its
     files. Idempotent: a publish finished after a crash runs it again."""
-    rewrite = Compaction.rewrite(relative, batch_id)
+    info = root.filesystem.get_file_info(root.path(relative))
+    if info.type != pafs.FileType.File:  # retired by an earlier attempt, and deleted since
+        return
+    rewrite = Compaction.rewrite(relative, f"{info.size}:{info.mtime_ns}", batch_id)
     if ledger.is_committed(rewrite.compaction_id):
         _finish(root, rewrite)
         return
-    try:
-        table = pq.read_table(root.path(relative), filesystem=root.filesystem)
-    except FileNotFoundError:  # retired by an earlier attempt, and deleted since
-        return
+    table = pq.read_table(root.path(relative), filesystem=root.filesystem)
     keep = pc.invert(pc.is_in(table.column("object_key"), value_set=pa.array(sorted(keys))))
     remaining = table.filter(keep)
     if remaining.num_rows == table.num_rows:

@@ -223,7 +223,10 @@ def _fold_all(texts: Iterable[str]) -> list[str]:
     joined = "\n".join(texts).replace("\u2019", "'")
     decomposed = unicodedata.normalize("NFKD", joined)
     marks = {ord(c): None for c in set(decomposed) if unicodedata.combining(c)}
-    return decomposed.translate(marks).casefold().split("\n")
+    folded = decomposed.translate(marks).casefold().split("\n")
+    if len(folded) != len(texts):
+        raise ValueError("a text to fold holds a line break")
+    return folded
 
 
 # Letters of the Latin blocks up to IPA (U+0250) and the joints names have.

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     retired_file_seconds: int = Field(
         900,
         ge=0,
-        description="Files a compaction replaced stay this long after leaving the snapshot, "
+        description="Files a compaction or a batch replaced stay this long after leaving "
+        "the snapshot, "
         "so that reads begun from an older snapshot can finish; then they are deleted.",
     )
     task_runner_address: str | None = Field(

@@ -9,8 +9,10 @@ Like Delta Lake's `_symlink_format_manifest`, but one object for the whole lake.
 
 No file a snapshot names is ever changed or deleted: a compaction, or a batch removing
 the rows of versions it replaced, writes new files and *retires* the old ones. They leave
-the next snapshot and stay on storage for `retired_file_seconds`, so that a read that
-started from the previous snapshot can finish; `collect_retired` deletes them after that.
+the next snapshot, and stay on storage for `retired_file_seconds` after that snapshot is
+written (a crash between a retirement and its snapshot must not start the clock), so
+that a read that started from the previous snapshot can finish; `collect_retired`
+deletes them after that.
 """
 
 from __future__ import annotations
@@ -53,7 +55,26 @@ def locator(root: OutputRoot, relative: str) -> str:
     return f"s3://{path}" if root.s3 is not None else path
 
 
-def _retired_records(root: OutputRoot) -> list[tuple[str, datetime, list[str]]]:
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """One `_retired/<id>.json`: files taken out of the snapshot at `retired_at`, and
+    when the first snapshot without them was written (`published_at`; None until then)."""
+
+    path: str
+    retired_at: datetime
+    published_at: datetime | None
+    files: list[str]
+
+    def publish(self, root: OutputRoot) -> None:
+        record = {
+            "retired_at": self.retired_at.isoformat(),
+            "published_at": datetime.now(UTC).isoformat(),
+            "files": self.files,
+        }
+        write_atomically(root, self.path, json.dumps(record).encode())
+
+
+def _retirements(root: OutputRoot) -> list[Retirement]:
     selector = pafs.FileSelector(root.path(RETIRED_DIR), allow_not_found=True)
     records = []
     for info in root.filesystem.get_file_info(selector):
@@ -61,8 +82,15 @@ def _retired_records(root: OutputRoot) -> list[tuple[str, datetime, list[str]]]:
             continue
         with root.filesystem.open_input_stream(info.path) as stream:
             record = json.loads(stream.read())
-        retired_at = datetime.fromisoformat(record["retired_at"])
-        records.append((info.path, retired_at, list(record["files"])))
+        published = record.get("published_at")
+        records.append(
+            Retirement(
+                info.path,
+                datetime.fromisoformat(record["retired_at"]),
+                datetime.fromisoformat(published) if published else None,
+                list(record["files"]),
+            )
+        )
     return records
 
 
@@ -81,28 +109,28 @@ def _is_retired(info: pafs.FileInfo, retired_at: datetime | None) -> bool:
 
 
 def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
-    """Delete retired files whose retention has passed; returns how many. Under the lease."""
+    """Delete retired files whose retention, counted from the first snapshot without
+    them, has passed; returns how many. Under the lease."""
     deadline = datetime.now(UTC) - timedelta(seconds=retention_seconds)
     deleted = 0
-    for record_path, retired_at, files in _retired_records(root):
-        if retired_at > deadline:
+    for record in _retirements(root):
+        if record.published_at is None or record.published_at > deadline:
             continue
-        for relative in files:
+        for relative in record.files:
             info = root.filesystem.get_file_info(root.path(relative))
-            if info.type == pafs.FileType.File and _is_retired(info, retired_at):
+            if info.type == pafs.FileType.File and _is_retired(info, record.retired_at):
                 root.delete_file(info.path)
                 deleted += 1
-        root.delete_file(record_path)  # last: a crash before it only repeats the deletes
+        root.delete_file(record.path)  # last: a crash before it only repeats the deletes
     return deleted
 
 
-def data_files(root: OutputRoot) -> list[DataFile]:
+def data_files(root: OutputRoot, retirements: list[Retirement] | None = None) -> list[DataFile]:
     """The lake's current data files: published Parquet files that are not retired."""
-    retired = {
-        relative: retired_at
-        for _, retired_at, files in _retired_records(root)
-        for relative in files
-    }
+    retired: dict[str, datetime] = {}
+    for record in _retirements(root) if retirements is None else retirements:
+        for relative in record.files:  # a name retired twice: the latest retirement counts
+            retired[relative] = max(record.retired_at, retired.get(relative, record.retired_at))
     found = []
     for directory in (ARTICLES_DIR, REJECTS_DIR):
         selector = pafs.FileSelector(root.path(directory), recursive=True, allow_not_found=True)
@@ -118,8 +146,10 @@ def data_files(root: OutputRoot) -> list[DataFile]:
 
 
 def write_snapshot(root: OutputRoot) -> list[DataFile]:
-    """Replace the snapshot with the lake's current data files, in one step."""
-    files = data_files(root)
+    """Replace the snapshot with the lake's current data files, in one step; then start
+    the retention of the files retired since the last one."""
+    retirements = _retirements(root)
+    files = data_files(root, retirements)
     table = pa.Table.from_pydict(
         {
             "path": [locator(root, f.relative) for f in files],
@@ -131,6 +161,9 @@ def write_snapshot(root: OutputRoot) -> list[DataFile]:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     write_atomically(root, root.path(SNAPSHOT_FILE), buffer.getvalue())
+    for record in retirements:
+        if record.published_at is None:
+            record.publish(root)
     return files
 
 

@@ -22,7 +22,12 @@ import pytest
 
 from tests.faults.conftest import SOAK, Driver, Run, upload
 from tests.faults.corpus import article_objects, reject_objects, story
-from tests.faults.lake import assert_exactly_once, assert_readable_and_committed
+from tests.faults.lake import (
+    assert_exactly_once,
+    assert_readable_and_committed,
+    duckdb_articles,
+    duckdb_rejects,
+)
 
 WRITE = "tasks.write"
 COMPACT = "tasks.compact"
@@ -82,11 +87,18 @@ def mutate(s3: Any, bucket: str, step: int, expected: dict[str, str]) -> None:
     expected.update(upload(s3, bucket, fresh))
 
 
-def check_after_kill(output: Path, where: str, doubled_seen: dict[str, int]) -> None:
+def check_after_kill(
+    output: Path, where: str, doubled_seen: dict[str, int], shown: set[str]
+) -> None:
+    """Readable, committed, nothing twice in the snapshot, and no object it showed before
+    missing from it now (the inputs are never deleted); `shown` is updated."""
     units = assert_readable_and_committed(output)
     doubled = sum(1 for n in units.values() if n > 1)
     if doubled:
         doubled_seen[where] = doubled
+    keys = {row[0] for row in duckdb_articles(output) + duckdb_rejects(output)}
+    assert shown <= keys, f"{where}: the snapshot lost {sorted(shown - keys)}"
+    shown |= keys
 
 
 def test_sigkill_at_every_step_then_rerun(
@@ -97,6 +109,7 @@ def test_sigkill_at_every_step_then_rerun(
     env = {"NEWSFLOW_BATCH_SIZE": "3"}
     expected: dict[str, str] = {}
     doubled_seen: dict[str, int] = {}
+    shown: set[str] = set()
     kills = 0
     rng = random.Random(6)
     started = time.monotonic()
@@ -108,7 +121,7 @@ def test_sigkill_at_every_step_then_rerun(
             f"{where}: the run was not killed ({result.returncode})\n{result.output[-3000:]}"
         )
         kills += 1
-        check_after_kill(output, where, doubled_seen)
+        check_after_kill(output, where, doubled_seen, shown)
         if "no footer" in where:
             torn = [p for p in (output / "_staging").rglob("*.parquet")]
             assert torn, "the kill did not leave a torn file to prove invisible"
@@ -125,7 +138,7 @@ def test_sigkill_at_every_step_then_rerun(
             os.kill(pid, signal.SIGKILL)
         [result] = driver.wait()
         kills += result.killed
-        check_after_kill(output, f"random {round_}", doubled_seen)
+        check_after_kill(output, f"random {round_}", doubled_seen, shown)
 
     [final] = driver.run(Run(source, str(output), env=env))
     assert final.returncode == 0, final.output[-5000:]

@@ -57,3 +57,36 @@ def test_a_retired_name_written_again_is_current_and_never_deleted(tmp_path: Pat
     assert reused in _current(root)
     assert collect_retired(root, retention_seconds=0) == 0
     assert pq.read_table(root.path(reused)).num_rows == 3
+
+
+def test_retention_starts_with_the_first_snapshot_without_the_file(tmp_path: Path) -> None:
+    """A run that dies between a retirement and its snapshot leaves a snapshot that still
+    names the file: however long ago it was retired, it stays until a snapshot without it
+    has been out for the retention."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    old, merged = f"{PARTITION}/part-c.parquet", f"{PARTITION}/part-compact-3.parquet"
+    _write(root, old, 2)
+    write_snapshot(root)
+    _write(root, merged, 2)
+    retire(root, "compact-3", [old])  # ... and the process is killed here
+
+    assert collect_retired(root, retention_seconds=0) == 0
+    assert root.path(old) in snapshot_paths(root) and Path(root.path(old)).exists()
+    write_snapshot(root)
+    assert snapshot_paths(root) == [root.path(merged)]
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert not Path(root.path(old)).exists()
+
+
+def test_a_name_retired_twice_counts_from_its_latest_retirement(tmp_path: Path) -> None:
+    """Written, retired, written again, retired again: retired, whichever record is
+    listed first."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    reused = f"{PARTITION}/part-d.parquet"
+    _write(root, reused, 1)
+    retire(root, "z-first", [reused])
+    time.sleep(0.05)
+    _write(root, reused, 2)
+    time.sleep(0.05)
+    retire(root, "a-second", [reused])
+    assert reused not in _current(root)
