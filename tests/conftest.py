@@ -14,10 +14,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import boto3
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+
+if TYPE_CHECKING:
+    from tasks.storage import OutputRoot
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 
@@ -31,6 +36,25 @@ os.environ.update(
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
     NEWSFLOW_WORKERS="1",
 )
+
+
+def read_snapshot(
+    root: OutputRoot, dataset: str, columns: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of `dataset` a reader of the lake's snapshot sees, partition columns included."""
+    from tasks.snapshot import snapshot_paths
+
+    paths = [path.removeprefix("s3://") for path in snapshot_paths(root, dataset)]
+    if not paths:
+        return []
+    found = ds.dataset(
+        paths,
+        filesystem=root.filesystem,
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=root.path(dataset),
+    )
+    return found.to_table(columns=columns).to_pylist()
 
 
 def free_port() -> int:

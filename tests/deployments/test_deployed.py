@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, StateType
 
 from deployments.definitions import build_deployments
 from tasks.ledger import Ledger, current_versions
 from tasks.settings import DeploymentSettings, Settings
-from tasks.snapshot import snapshot_paths
 from tasks.storage import OutputRoot
+from tests.conftest import read_snapshot
 from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
 
 TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
@@ -53,14 +52,12 @@ def lake_rows(output: Path) -> list[dict[str, Any]]:
     """Every article and reject row a reader of the snapshot sees: (object_key,
     line_number, ingested_at, kind)."""
     root = OutputRoot.open(str(output), Settings())
-    rows = []
-    for kind in ("articles", "rejects"):
-        if paths := snapshot_paths(root, kind):
-            table = ds.dataset(paths, format="parquet").to_table(
-                columns=["object_key", "line_number", "ingested_at"]
-            )
-            rows += [{**row, "kind": kind} for row in table.to_pylist()]
-    return rows
+    columns = ["object_key", "line_number", "ingested_at"]
+    return [
+        {**row, "kind": kind}
+        for kind in ("articles", "rejects")
+        for row in read_snapshot(root, kind, columns)
+    ]
 
 
 def ledger_table(output: Path) -> pa.Table:

@@ -10,22 +10,16 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+import tasks.snapshot
+from tasks.settings import Settings
+from tasks.storage import OutputRoot
+
 Unit = tuple[str, int]  # (object_key, line_number or 0): one accounted piece of input
 
 
 def snapshot_paths(output: Path, dataset: str) -> list[str]:
     """The files of `dataset` that the lake's snapshot names: what a reader opens."""
-    snapshot = output / "_snapshot.parquet"
-    if not snapshot.exists():
-        return []
-    table = pq.read_table(snapshot)
-    return [
-        path
-        for path, name in zip(
-            table.column("path").to_pylist(), table.column("dataset").to_pylist(), strict=True
-        )
-        if name == dataset
-    ]
+    return tasks.snapshot.snapshot_paths(OutputRoot.open(str(output), Settings()), dataset)
 
 
 def _read(files: str | list[str], columns: str) -> list[tuple]:

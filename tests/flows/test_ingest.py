@@ -17,7 +17,7 @@ from flows.ingest import ingest_articles
 from tasks.settings import Settings
 from tasks.snapshot import snapshot_paths
 from tasks.storage import OutputRoot
-from tests.conftest import SHARED
+from tests.conftest import SHARED, read_snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -32,18 +32,7 @@ def upload(s3, bucket: str, objects: dict[str, bytes]) -> None:
 def lake_tables(output: Path) -> tuple[list[dict], list[dict]]:
     """Articles and rejects as a reader of the lake's snapshot sees them."""
     root = OutputRoot.open(str(output), Settings())
-    articles, rejects = (
-        ds.dataset(
-            snapshot_paths(root, dataset),
-            format="parquet",
-            partitioning="hive",
-            partition_base_dir=str(output / dataset),
-        )
-        .to_table()
-        .to_pylist()
-        for dataset in ("articles", "rejects")
-    )
-    return articles, rejects
+    return read_snapshot(root, "articles"), read_snapshot(root, "rejects")
 
 
 def accounted(output: Path) -> list[tuple[str, int | None]]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 import tasks.write as write_module
@@ -20,6 +20,7 @@ from tasks.settings import Settings
 from tasks.snapshot import collect_retired, snapshot_paths, write_snapshot
 from tasks.storage import OutputRoot
 from tasks.write import recover_output, write_batch_files
+from tests.conftest import read_snapshot
 
 MODIFIED = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -63,23 +64,13 @@ def snapshot_files(root: OutputRoot, dataset: str = "articles") -> list[str]:
     return [path.removeprefix("s3://") for path in snapshot_paths(root, dataset)]
 
 
-def read(root: OutputRoot, files: list[str], columns: list[str]) -> ds.Dataset:
-    return ds.dataset(
-        files,
-        filesystem=root.filesystem,
-        format="parquet",
-        partitioning="hive",
-        partition_base_dir=root.path("articles"),
-    ).to_table(columns=columns)
-
-
 def rows(root: OutputRoot) -> dict[str, str]:
     """object_key -> text of every article a reader of the snapshot sees, failing on any
     duplicate key."""
-    table = read(root, snapshot_files(root), ["object_key", "text"])
-    keys = table.column("object_key").to_pylist()
+    found = read_snapshot(root, "articles", ["object_key", "text"])
+    keys = [row["object_key"] for row in found]
     assert len(keys) == len(set(keys)), f"duplicate rows: {sorted(keys)}"
-    return dict(zip(keys, table.column("text").to_pylist(), strict=True))
+    return {row["object_key"]: row["text"] for row in found}
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -114,7 +105,7 @@ def test_new_version_replaces_the_old_row_across_partitions(root: OutputRoot) ->
     assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
     commit(root, ("in/a/1.txt", "e1c", "REJECT now broken"))
     assert rows(root) == {"in/a/2.txt": "kept"}
-    rejects = read(root, snapshot_files(root, "rejects"), ["object_key", "reason"]).to_pylist()
+    rejects = read_snapshot(root, "rejects", ["object_key", "reason"])
     assert [(r["object_key"], r["reason"]) for r in rejects] == [
         ("in/a/1.txt", "REJECT now broken")
     ]
@@ -143,7 +134,8 @@ def test_replaced_rows_leave_with_their_file_and_the_rest_moves_to_a_copy(
     paths = dict(zip(current["object_key"].to_pylist(), current["paths"].to_pylist(), strict=True))
     [copy] = [root.path(path) for path in paths["in/a/2.txt"]]
     assert copy in files and copy != original
-    assert read(root, [copy], ["object_key"]).column("object_key").to_pylist() == ["in/a/2.txt"]
+    copied = pq.read_table(copy, filesystem=root.filesystem, columns=["object_key"])
+    assert copied.column("object_key").to_pylist() == ["in/a/2.txt"]
     # The original waits out its retention for reads that began before the swap.
     assert root.filesystem.get_file_info(original).type == pafs.FileType.File
     assert collect_retired(root, retention_seconds=0) == 1
@@ -263,8 +255,8 @@ def test_reprocessing_into_another_partition_leaves_no_stale_rows(root: OutputRo
     write_batch_files(root, again, refs, Ledger.load(root))
     write_snapshot(root)
     assert rows(root) == {"in/a/1.txt": "one, improved", "in/a/2.txt": "two"}
-    dates = read(root, snapshot_files(root), ["date"]).column("date").to_pylist()
-    assert set(dates) == {"2025-01-02"}
+    dates = {row["date"] for row in read_snapshot(root, "articles", ["date"])}
+    assert dates == {"2025-01-02"}
 
 
 def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -> None:
