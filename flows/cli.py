@@ -37,11 +37,12 @@ def _quiet_prefect_defaults() -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from flows.ingest import ingest_articles, warm_up_worker
     from tasks.batch import start_workers_early
     from tasks.settings import Settings
 
-    start_workers_early(Settings(), warm_up_worker)
+    start_workers_early(Settings())  # before the imports below: they load while those run
+    from flows.ingest import ingest_articles
+
     summary = ingest_articles(
         input_uri=args.input,
         output_uri=args.output,

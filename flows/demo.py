@@ -82,12 +82,13 @@ def start_local_s3() -> str:
 def run_demo(output: str) -> None:
     import duckdb
 
-    from flows.cli import _print_summary
-    from flows.ingest import ingest_articles, warm_up_worker
     from tasks.batch import start_workers_early
     from tasks.settings import Settings
 
-    start_workers_early(Settings(), warm_up_worker)
+    start_workers_early(Settings())  # before the imports below: they load while those run
+    from flows.cli import _print_summary
+    from flows.ingest import ingest_articles
+
     endpoint = start_local_s3()
     client = boto3.client("s3")
     client.create_bucket(Bucket=DEMO_BUCKET)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from typing import Any
@@ -23,15 +22,13 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tasks.batch import Batch, stage_pool
+from tasks.batch import Batch, StagePool, stage_pool
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
 from tasks.extract import extract_batch
-from tasks.extract import warm_up as warm_up_extract
 from tasks.fetch import ObjectRef, fetch_batch, list_objects
 from tasks.language import detect_language_batch
-from tasks.language import warm_up as warm_up_language
 from tasks.ledger import Ledger, hold_lease
 from tasks.settings import Settings
 from tasks.snapshot import collect_retired, write_snapshot
@@ -46,14 +43,6 @@ _STAGES: tuple[Task[..., Batch], ...] = (
     extract_batch,
     enrich_batch,
 )
-
-
-def warm_up_worker() -> None:
-    """What each stage worker does as it starts: unpickling this function imports the
-    stage modules (~2 s); then the models and name lists that the first article would
-    otherwise load (~1.5 s)."""
-    warm_up_language()
-    warm_up_extract()
 
 
 @dataclass(slots=True)
@@ -166,7 +155,8 @@ def task_runner(settings: Settings) -> TaskRunner[Any]:
     """Where the stage tasks run: threads here (CPU work in `stage_pool`'s processes), or a
     Dask cluster when `task_runner_address` is set, each worker running whole stage tasks."""
     if not settings.task_runner_address:
-        return ThreadPoolTaskRunner(max_workers=len(_STAGES) * settings.batches_in_flight)
+        # fetch and each stage of every batch in flight, waiting on each other
+        return ThreadPoolTaskRunner(max_workers=(len(_STAGES) + 1) * settings.batches_in_flight)
     from prefect_dask import DaskTaskRunner
 
     if settings.task_runner_address == "local":
@@ -197,10 +187,16 @@ def submit_stages(
     location: S3Location,
     refs: list[ObjectRef],
     settings: Settings,
-    pool: Executor | None,
+    pool: StagePool | None,
     salt: str,
+    previous: PrefectFuture[Batch] | None,
 ) -> list[PrefectFuture[Batch]]:
-    """Fetch and the CPU stages of one batch as chained futures, in stage order."""
+    """Fetch and the CPU stages of one batch as chained futures, in stage order.
+
+    The fetch waits for the `previous` batch's: batches are fetched one at a time, at
+    `fetch_concurrency`, the oldest first. Their stages need not wait: the pool gives a
+    free worker to the oldest batch's work, and a newer batch's only fills the gaps.
+    """
     # Dask rebuilds namedtuple subclasses such as `quote` wrongly when it ships arguments;
     # there the list goes as it is (Prefect walks its 200 refs: ~20 ms).
     shipped = quote(refs) if isinstance(runner, ThreadPoolTaskRunner) else refs
@@ -213,6 +209,7 @@ def submit_stages(
             "settings": settings,
             "salt": salt,
         },
+        wait_for=[previous] if previous else None,
     )
     chain = [batch]
     for stage in _STAGES:
@@ -286,14 +283,22 @@ def ingest_articles(
         first = next(batches, None)
         if first is not None:  # most sweeps find nothing new: no workers, no task runner
             with (
-                stage_pool(settings, warm_up_worker, enabled=not on_dask) as pool,
+                stage_pool(settings, enabled=not on_dask) as pool,
                 task_runner(settings) as runner,
             ):
                 in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
+                stages: list[PrefectFuture[Batch]] = []
                 for batch_refs in chain([first], batches):
                     summary.objects_new += len(batch_refs)
                     stages = submit_stages(
-                        runner, client, location, batch_refs, settings, pool, salt
+                        runner,
+                        client,
+                        location,
+                        batch_refs,
+                        settings,
+                        pool,
+                        salt,
+                        previous=stages[0] if stages else None,
                     )
                     in_flight.append((batch_refs, stages))
                     if len(in_flight) >= settings.batches_in_flight:

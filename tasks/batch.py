@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
+from itertools import count
+from typing import Any, TypeVar
 
 from tasks.schema import Article, Reject, RejectedArticle
 from tasks.settings import Settings
@@ -15,6 +19,8 @@ from tasks.settings import Settings
 logger = logging.getLogger(__name__)
 
 StageFunction = Callable[[Article, Settings], Article]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Batch:
@@ -52,70 +58,138 @@ def _apply(
     )
 
 
+def _apply_chunk(function: Callable[[T], R], chunk: list[T]) -> list[R]:
+    return [function(item) for item in chunk]
+
+
+class StagePool:
+    """The stage worker processes, given the chunks of the oldest batch first.
+
+    Batches flow through the stages like an assembly line (each stage takes them in
+    order), so several stages share the workers at once: a newer batch's clean, an older
+    one's language detection. A plain pool serves chunks in the order they were queued, so
+    the older batch's light stages would wait behind every chunk of the newer clean, the
+    batches in flight would finish together, and the cores would idle while the next ones
+    are fetched. Here each stage queues one chunk at a time, and a free worker takes the
+    chunk of the batch this pool met first.
+
+    The workers are forked from a server process that has loaded everything they need
+    once (`tasks/workers.py`). Starting them waits for that load (seconds), so it happens
+    in the background: the first `map` waits for it, not the constructor.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-pool-start")
+        self._executor = starter.submit(_start_workers, workers)
+        starter.shutdown(wait=False)
+        # One chunk more than workers waits in the pipe, so a worker never waits on the
+        # round trip to be handed its next chunk.
+        self._slots = workers + 1
+        self._running = 0
+        self._waiting: list[tuple[int, int]] = []  # a heap of (batch order, arrival)
+        self._arrivals = count()
+        self._batch_order: dict[str, int] = {}
+        self._turn = threading.Condition()
+
+    def map(self, batch_id: str, function: Callable[[T], R], items: list[T]) -> list[R]:
+        """`function` of every item of a batch in the workers, in chunks (a quarter of each
+        worker's share), results in order."""
+        executor = self._executor.result()
+        size = max(1, len(items) // (self._workers * 4))
+        with self._turn:
+            order = self._batch_order.setdefault(batch_id, len(self._batch_order))
+        futures = []
+        for start in range(0, len(items), size):
+            self._wait_for_turn(order)
+            future = executor.submit(_apply_chunk, function, items[start : start + size])
+            future.add_done_callback(self._release)
+            futures.append(future)
+        return [result for future in futures for result in future.result()]
+
+    def close(self) -> None:
+        self._executor.result().shutdown()
+
+    def _wait_for_turn(self, order: int) -> None:
+        place = (order, next(self._arrivals))
+        with self._turn:
+            heapq.heappush(self._waiting, place)
+            self._turn.wait_for(lambda: self._running < self._slots and self._waiting[0] == place)
+            heapq.heappop(self._waiting)
+            self._running += 1
+            self._turn.notify_all()  # the next in line may have a slot too
+
+    def _release(self, _: Future[Any]) -> None:
+        # Runs in the executor's thread: it must not submit (that can deadlock), only wake.
+        with self._turn:
+            self._running -= 1
+            self._turn.notify_all()
+
+
 def run_stage(
     batch: Batch,
     stage: str,
     function: StageFunction,
     settings: Settings,
-    pool: Executor | None,
+    pool: StagePool | None,
 ) -> Batch:
     """Apply `function` to every article of the batch, in the pool's processes when given."""
     apply = partial(_apply, stage, function, settings)
     if pool is None or not batch.articles:
         results = list(map(apply, batch.articles))
     else:
-        chunksize = max(1, len(batch.articles) // (settings.workers * 4))
-        results = list(pool.map(apply, batch.articles, chunksize=chunksize))
+        results = pool.map(batch.batch_id, apply, batch.articles)
     articles = [r for r in results if isinstance(r, Article)]
     rejects = [r for r in results if isinstance(r, Reject)]
     return Batch(batch.batch_id, articles, batch.rejects + rejects)
 
 
-WarmUp = Callable[[], None]
+# What the workers' server process imports before it forks them.
+_WORKER_PRELOAD = "tasks.workers"
 
 # Pools started by `start_workers_early`, by worker count, for `stage_pool` to adopt.
-_early_pools: dict[int, ProcessPoolExecutor] = {}
+_early_pools: dict[int, StagePool] = {}
 
 
-def _start_pool(settings: Settings, warm_up: WarmUp) -> ProcessPoolExecutor:
-    """Spawned, not forked: the flow process runs Prefect's threads, and forking a process
-    with threads can deadlock the child. Each worker runs `warm_up` as it starts."""
-    pool = ProcessPoolExecutor(
-        max_workers=settings.workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=warm_up,
-    )
-    for _ in range(settings.workers):
-        pool.submit(int)  # spawning is lazy: one job per worker starts them all now
-    return pool
+def _start_workers(workers: int) -> ProcessPoolExecutor:
+    """Forked from a server process (multiprocessing's forkserver) that imports
+    `tasks.workers` first, so the stage modules and models load once, not once per worker;
+    not forked from the flow process, which runs Prefect's threads (forking a process
+    with threads can deadlock the child)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([_WORKER_PRELOAD])
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    for _ in range(workers):
+        executor.submit(int)  # starting is lazy: one job per worker starts them all now
+    return executor
 
 
-def start_workers_early(settings: Settings, warm_up: WarmUp) -> None:
+def start_workers_early(settings: Settings) -> None:
     """Start the stage workers before the flow run exists, for the run's `stage_pool` to
-    adopt: they warm up while Prefect starts (an ephemeral server takes 10-20 s) and
-    creates the run, rather than after. The command line does this; a deployment's run
-    starts its workers itself."""
+    adopt: they load while Prefect starts (an ephemeral server takes 10-20 s) and creates
+    the run, rather than after. The command line does this; a deployment's run starts its
+    workers itself."""
     if (
         settings.workers > 1
         and settings.task_runner_address is None
         and settings.workers not in _early_pools
     ):
-        _early_pools[settings.workers] = _start_pool(settings, warm_up)
+        _early_pools[settings.workers] = StagePool(settings.workers)
 
 
 @contextmanager
-def stage_pool(
-    settings: Settings, warm_up: WarmUp, *, enabled: bool = True
-) -> Iterator[Executor | None]:
+def stage_pool(settings: Settings, *, enabled: bool = True) -> Iterator[StagePool | None]:
     """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
-    The workers start at once and `warm_up` (imports, models, name lists: seconds) while
-    the first batch is fetched, instead of inside its first stage. `enabled=False` (a Dask
-    cluster supplies the processes) or one worker runs stages in the calling process.
+    They start at once, in the background, while the first batch is fetched.
+    `enabled=False` (a Dask cluster supplies the processes) or one worker runs stages in
+    the calling process.
     """
     if not enabled or settings.workers <= 1:
         yield None
         return
-    pool = _early_pools.pop(settings.workers, None) or _start_pool(settings, warm_up)
-    with pool:
+    pool = _early_pools.pop(settings.workers, None) or StagePool(settings.workers)
+    try:
         yield pool
+    finally:
+        pool.close()

@@ -11,7 +11,6 @@ paragraph cleanup, Unicode repair (ftfy) and whitespace normalisation.
 from __future__ import annotations
 
 import re
-from concurrent.futures import Executor
 from contextlib import suppress
 
 import ftfy
@@ -34,7 +33,7 @@ from trafilatura.metadata import (
 from trafilatura.settings import Document, set_date_params
 from trafilatura.utils import load_html
 
-from tasks.batch import Batch, run_stage
+from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article, RejectedArticle
 from tasks.settings import Settings
 
@@ -459,7 +458,7 @@ def clean_article(article: Article, settings: Settings) -> Article:
 
 
 @task(name="clean", cache_policy=NO_CACHE)
-def clean_batch(batch: Batch, settings: Settings, pool: Executor | None) -> Batch:
+def clean_batch(batch: Batch, settings: Settings, pool: StagePool | None) -> Batch:
     """Boilerplate-free text is what every later stage and every analyst reads."""
     result = run_stage(batch, "clean", clean_article, settings, pool)
     get_run_logger().info(

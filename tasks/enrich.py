@@ -9,7 +9,6 @@ a query finds with a plain join on the `dup_bands` column, no index service need
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import Executor
 from functools import cache
 from importlib import resources
 
@@ -20,7 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from yake_rust import Yake
 
-from tasks.batch import Batch, run_stage
+from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article
 from tasks.settings import Settings
 
@@ -158,7 +157,7 @@ def enrich_article(article: Article, settings: Settings) -> Article:
 
 
 @task(name="enrich", cache_policy=NO_CACHE)
-def enrich_batch(batch: Batch, settings: Settings, pool: Executor | None) -> Batch:
+def enrich_batch(batch: Batch, settings: Settings, pool: StagePool | None) -> Batch:
     """Counts, keywords and duplicate signatures let analysts search and group stories."""
     result = run_stage(batch, "enrich", enrich_article, settings, pool)
     get_run_logger().info(

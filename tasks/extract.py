@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from importlib import resources
@@ -25,7 +24,7 @@ import regex
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.batch import Batch, run_stage
+from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article, Entity, EntityLabel, as_utc
 from tasks.settings import Settings
 
@@ -536,7 +535,7 @@ def extract_article(article: Article, settings: Settings) -> Article:
 
 
 @task(name="extract", cache_policy=NO_CACHE)
-def extract_batch(batch: Batch, settings: Settings, pool: Executor | None) -> Batch:
+def extract_batch(batch: Batch, settings: Settings, pool: StagePool | None) -> Batch:
     """Title, date and entities are what analysts search and partition by."""
     result = run_stage(batch, "extract", extract_article, settings, pool)
     dated = sum(a.published_at is not None for a in result.articles)

@@ -25,7 +25,6 @@ Norwegian (Bokmål), `und` when the text is too short or its language too uncert
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor
 from functools import cache, lru_cache
 from itertools import chain
 
@@ -39,7 +38,7 @@ from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBui
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.batch import Batch, run_stage
+from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article
 from tasks.settings import Settings
 
@@ -230,11 +229,12 @@ def _second_opinion(group: tuple[str, ...]) -> LanguageDetector:
 
 def warm_up() -> None:
     """Load langdetect's profiles and lingua's models of the Latin-script languages now
-    (~1 s), as a stage worker starts, rather than in its first article. lingua loads a
-    language's models when a text in its script first needs them; its own preloading
-    would load them on a thread pool, which a process forked afterwards would inherit
-    broken. The confusable groups' models (80-160 MB each) load when a text of the group
-    comes."""
+    (~1 s), once for all stage workers (`tasks/workers.py`), rather than in each worker's
+    first article. Asking lingua a question loads the models it needs on the calling
+    thread; its own preloading would load them on a thread pool, which the workers forked
+    afterwards would inherit broken. The confusable groups' models (80-160 MB each, up to
+    1.5 s) load in a worker when a text of the group comes: loading them all before the
+    fork would make every run wait for them."""
     _factory()
     _lingua_all().compute_language_confidence_values("Warm-up: une phrase, ein Satz, una frase.")
 
@@ -459,7 +459,7 @@ def detect_article_language(article: Article, settings: Settings) -> Article:
 
 
 @task(name="language", cache_policy=NO_CACHE)
-def detect_language_batch(batch: Batch, settings: Settings, pool: Executor | None) -> Batch:
+def detect_language_batch(batch: Batch, settings: Settings, pool: StagePool | None) -> Batch:
     """Keywords and entities need the article's language; analysts filter on it."""
     result = run_stage(batch, "language", detect_article_language, settings, pool)
     undetermined = sum(a.language == UNDETERMINED for a in result.articles)

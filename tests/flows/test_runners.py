@@ -12,7 +12,7 @@ import pytest
 
 import flows.ingest as ingest_module
 from flows.demo import sample_objects
-from flows.ingest import ingest_articles, warm_up_worker
+from flows.ingest import ingest_articles
 from tasks.batch import start_workers_early
 from tasks.settings import Settings
 from tests.conftest import SHARED
@@ -52,7 +52,7 @@ def test_worker_pool_and_dask_local_cluster_match_the_flow_process(
     default = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "a"))
 
     monkeypatch.setenv("NEWSFLOW_WORKERS", "2")  # the default on two cores
-    start_workers_early(Settings(), warm_up_worker)
+    start_workers_early(Settings())
     pooled = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(tmp_path / "p"))
 
     monkeypatch.setenv("NEWSFLOW_TASK_RUNNER_ADDRESS", "local")

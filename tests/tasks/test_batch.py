@@ -1,13 +1,15 @@
-"""The stage worker pool: started early by the command line, adopted by the run, warm."""
+"""The stage worker pool: forked warm, started early by the command line and adopted by
+the run, and serving the oldest batch first."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 
-from flows.ingest import warm_up_worker
 from tasks import extract, language
-from tasks.batch import stage_pool, start_workers_early
+from tasks.batch import StagePool, stage_pool, start_workers_early
 from tasks.settings import Settings
 
 
@@ -23,18 +25,48 @@ def _warm_state(_: int) -> tuple[int, int, int]:
 def test_the_run_adopts_the_workers_started_early_and_they_are_warm() -> None:
     settings = Settings(workers=2)
     before = {child.pid for child in multiprocessing.active_children()}
-    start_workers_early(settings, warm_up_worker)
-    start_workers_early(settings, warm_up_worker)  # a second call keeps the first pool
-    started_early = {child.pid for child in multiprocessing.active_children()} - before
-    assert len(started_early) == 2
+    start_workers_early(settings)
+    start_workers_early(settings)  # a second call keeps the first pool
 
-    with stage_pool(settings, warm_up_worker) as pool:
+    with stage_pool(settings) as pool:
         assert pool is not None
-        states = set(pool.map(_warm_state, range(40), chunksize=1))
+        states = set(pool.map("batch", _warm_state, list(range(40))))
         pids = {pid for pid, _, _ in states}
-        assert pids <= started_early
+        started = {child.pid for child in multiprocessing.active_children()} - before
+        assert pids <= started and len(started) == 2
+        # loaded before the fork, by the server process the workers are forked from
         assert {(places, profiles) for _, places, profiles in states} == {(1, 1)}
     # adopted once: the next run starts its own workers
-    with stage_pool(settings, warm_up_worker) as pool:
+    with stage_pool(settings) as pool:
         assert pool is not None
-        assert not {pid for pid, *_ in pool.map(_warm_state, range(40))} & pids
+        assert not {pid for pid, *_ in pool.map("batch", _warm_state, list(range(40)))} & pids
+
+
+def _stamped(item: int) -> tuple[int, float]:
+    time.sleep(0.05)
+    return item, time.monotonic()
+
+
+def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs() -> None:
+    pool = StagePool(workers=1)
+    try:
+        pool.map("older", _stamped, [0])  # the pool meets the older batch first
+        newer: list[tuple[int, float]] = []
+        # a newer batch's stage queues 4 chunks of 0.2 s ...
+        clean_newer = threading.Thread(
+            target=lambda: newer.extend(pool.map("newer", _stamped, list(range(16))))
+        )
+        clean_newer.start()
+        time.sleep(0.1)
+        # ... and the older batch's next stage comes while the first of them runs
+        older = pool.map("older", _stamped, list(range(4)))
+        clean_newer.join()
+    finally:
+        pool.close()
+
+    assert [item for item, _ in older] == list(range(4))
+    assert [item for item, _ in newer] == list(range(16))
+    older_done = max(stamp for _, stamp in older)
+    # In queue order the older batch would wait for all four; it waits for at most the
+    # chunk running and the one already handed to the worker.
+    assert sum(stamp > older_done for _, stamp in newer) >= 8
