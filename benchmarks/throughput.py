@@ -9,9 +9,10 @@ For each N: uploads N varied copies of the shared corpus pages to a moto S3 serv
 - `newsflow run` against a running `prefect server` (steady state);
 - the naive baseline (`benchmarks/baseline.py`).
 
-It prints articles/s, the ratio, peak RSS (flow process, and flow plus pool workers),
-wall time per stage and the share of the flow run's wall time in which no task body was
-running (orchestration). Finally the ledger lookup cost with `--ledger-keys` recorded keys.
+It prints articles/s, the ratio, CPU per article, peak memory (RSS of the flow process;
+PSS of it plus its worker processes, which share pages), wall time per stage and the
+share of the flow run's wall time in which no task body was running (orchestration).
+Finally the ledger lookup cost with `--ledger-keys` recorded keys.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +42,7 @@ import psutil
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "articles" / "html"
 SOURCES = ["harbour-times", "el-diario", "wire", "le-quotidien", "daily-post", "morning-star"]
 _PARAGRAPH = re.compile(r"(<p\b[^>]*>)(.*?)(</p>)", re.S | re.I)
-_RSS_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.2
 
 
 # --- input -------------------------------------------------------------------------------
@@ -84,39 +84,46 @@ def upload(client: Any, bucket: str, n: int) -> None:
 
 @dataclass
 class Measured:
-    """One benchmarked process: its wall time, CPU time (with its children, and its own
-    alone), the CPU that other processes on the machine used meanwhile (in cores), peak
-    RSS and JSON output."""
+    """One benchmarked process: its wall time, CPU time (with its descendants, and its own
+    alone), the CPU that other processes on the machine used meanwhile (in cores), its
+    peak RSS, the peak PSS of it and its pool's processes, and its JSON output."""
 
     seconds: float
     cpu_seconds: float
     main_cpu_seconds: float
     other_cores: float
     peak_main_mib: float
-    peak_workers_mib: float
+    peak_tree_pss_mib: float
     output: dict[str, Any] = field(default_factory=dict)
 
 
-def _watch_rss(process: psutil.Process, peaks: dict[str, float], stop: threading.Event) -> None:
-    """Peak RSS of the process, and of it plus its children other than a Prefect server;
-    and the process's own CPU time as last seen (within one poll of its end)."""
+def _watch(process: psutil.Process, peaks: dict[str, float], stop: threading.Event) -> None:
+    """Peak RSS of the process; peak PSS of it and its descendants other than a Prefect
+    server (PSS, not RSS: forked workers share their parent's pages); and the CPU time of
+    the process and of every descendant, as last seen (within one poll of its end). The
+    stage workers are forked by a server process, not by the flow process, so
+    `RUSAGE_CHILDREN` would never see their CPU."""
+    cpu: dict[int, float] = {}
     while not stop.is_set():
         try:
             main = process.memory_info().rss
+            tree = process.memory_full_info().pss
             own = process.cpu_times()
-            peaks["main_cpu"] = own.user + own.system
-            workers = 0
+            cpu[process.pid] = peaks["main_cpu"] = own.user + own.system
             for child in process.children(recursive=True):
                 try:
+                    times = child.cpu_times()
+                    cpu[child.pid] = times.user + times.system
                     if "uvicorn" not in " ".join(child.cmdline()):
-                        workers += child.memory_info().rss
+                        tree += child.memory_full_info().pss
                 except psutil.Error:
                     continue
         except psutil.Error:
             return
         peaks["main"] = max(peaks["main"], main)
-        peaks["tree"] = max(peaks["tree"], main + workers)
-        stop.wait(_RSS_POLL_SECONDS)
+        peaks["tree"] = max(peaks["tree"], tree)
+        peaks["tree_cpu"] = sum(cpu.values())
+        stop.wait(_POLL_SECONDS)
 
 
 def _busy_cpu_seconds() -> float:
@@ -127,23 +134,19 @@ def _busy_cpu_seconds() -> float:
 def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
     started = time.monotonic()
     machine_before = _busy_cpu_seconds()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr)
-        peaks = {"main": 0.0, "tree": 0.0, "main_cpu": 0.0}
+        peaks = {"main": 0.0, "tree": 0.0, "main_cpu": 0.0, "tree_cpu": 0.0}
         stop = threading.Event()
         watcher = threading.Thread(
-            target=_watch_rss, args=(psutil.Process(process.pid), peaks, stop), daemon=True
+            target=_watch, args=(psutil.Process(process.pid), peaks, stop), daemon=True
         )
         watcher.start()
         stdout, _ = process.communicate()
         stop.set()
         watcher.join()
     seconds = time.monotonic() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (children.ru_utime - children_before.ru_utime) + (
-        children.ru_stime - children_before.ru_stime
-    )
+    cpu = peaks["tree_cpu"]
     other = (_busy_cpu_seconds() - machine_before - cpu) / seconds
     if process.returncode != 0:
         raise RuntimeError(f"{command[:3]} failed ({process.returncode}); see {log}")
@@ -362,7 +365,7 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"\n=== N = {n} ===")
     print(
         f"{'run':<22}{'articles':>9}{'wall s':>9}{'art/s':>8}{'vs base':>9}"
-        f"{'CPU ms/art':>11}{'(main)':>8}{'RSS main':>10}{'+workers':>10}{'others':>8}"
+        f"{'CPU ms/art':>11}{'(main)':>8}{'RSS main':>10}{'PSS all':>10}{'others':>8}"
     )
     rows = [("baseline (1 thread)", base, base.output["articles"])]
     for label, name in (("newsflow first-time", "first_time"), ("newsflow steady", "steady")):
@@ -374,11 +377,12 @@ def print_report(results: dict[str, Any]) -> None:
             f"{label:<22}{articles:>9}{measured.seconds:>9.1f}{rate:>8.1f}"
             f"{rate / base_rate:>8.2f}x{measured.cpu_seconds / articles * 1000:>11.0f}"
             f"{measured.main_cpu_seconds / articles * 1000:>8.0f}"
-            f"{measured.peak_main_mib:>9.0f}M{measured.peak_workers_mib:>9.0f}M"
+            f"{measured.peak_main_mib:>9.0f}M{measured.peak_tree_pss_mib:>9.0f}M"
             f"{measured.other_cores:>7.1f}c"
         )
     print(
-        "CPU: the process and its pool workers; (main): the process alone. "
+        "CPU: the process and all its descendants; (main): the process alone. PSS all: "
+        "the process and its workers, shared pages counted once. "
         "others: cores busy with other processes on the machine meanwhile"
     )
     first = results["first_time"]

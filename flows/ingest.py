@@ -230,9 +230,10 @@ def ingest_articles(
     `reprocess=True` processes every listed object again, replacing its earlier rows
     (after a cleaning improvement, say).
 
-    Up to `batches_in_flight` batches are fetched and processed at once while the oldest
-    is written here, in order: the cores never wait on S3, on a write or on a stage's
-    slowest article, and memory stays bounded by the batches in flight.
+    Up to `batches_in_flight` batches are fetched (one after the other) and processed at
+    once while the oldest is written here, in order: the cores never wait on S3, on a
+    write or on a stage's slowest article, and memory stays bounded by the batches in
+    flight. The stage workers serve the oldest batch first (`StagePool`).
     """
     started = time.monotonic()
     logger = get_run_logger()
