@@ -102,24 +102,34 @@ class StagePool:
         futures = []
         for start in range(0, len(items), size):
             self._wait_for_turn(order)
-            future = executor.submit(_apply_chunk, function, items[start : start + size])
+            try:
+                future = executor.submit(_apply_chunk, function, items[start : start + size])
+            except BaseException:  # a broken pool: give the slot back, or the others hang
+                self._release()
+                raise
             future.add_done_callback(self._release)
             futures.append(future)
         return [result for future in futures for result in future.result()]
 
     def close(self) -> None:
-        self._executor.result().shutdown()
+        if self._executor.exception() is None:  # a failed start was raised by `map`
+            self._executor.result().shutdown()
 
     def _wait_for_turn(self, order: int) -> None:
         place = (order, next(self._arrivals))
         with self._turn:
             heapq.heappush(self._waiting, place)
-            self._turn.wait_for(lambda: self._running < self._slots and self._waiting[0] == place)
-            heapq.heappop(self._waiting)
+            try:
+                self._turn.wait_for(
+                    lambda: self._running < self._slots and self._waiting[0] == place
+                )
+            finally:  # also when the wait is interrupted: a stale place would block all
+                self._waiting.remove(place)
+                heapq.heapify(self._waiting)
             self._running += 1
             self._turn.notify_all()  # the next in line may have a slot too
 
-    def _release(self, _: Future[Any]) -> None:
+    def _release(self, _: Future[Any] | None = None) -> None:
         # Runs in the executor's thread: it must not submit (that can deadlock), only wake.
         with self._turn:
             self._running -= 1

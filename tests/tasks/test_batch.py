@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 from tasks import extract, language
 from tasks.batch import StagePool, stage_pool, start_workers_early
@@ -70,3 +71,26 @@ def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs() -> N
     # In queue order the older batch would wait for all four; it waits for at most the
     # chunk running and the one already handed to the worker.
     assert sum(stamp > older_done for _, stamp in newer) >= 8
+
+
+def _die(_: int) -> int:
+    os._exit(1)
+
+
+def test_a_worker_that_dies_fails_every_later_stage_instead_of_hanging_it() -> None:
+    pool = StagePool(workers=1)
+    failures: list[BaseException] = []
+
+    def stages() -> None:
+        for _ in range(4):  # more stages than the pool has slots
+            try:
+                pool.map("batch", _die, list(range(8)))
+            except BrokenProcessPool as error:
+                failures.append(error)
+
+    running = threading.Thread(target=stages)
+    running.start()
+    running.join(timeout=60)
+    pool.close()
+    assert not running.is_alive()
+    assert len(failures) == 4
