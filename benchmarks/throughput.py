@@ -332,28 +332,28 @@ def benchmark(n: int, env: dict[str, str], api_url: str, workdir: Path, client: 
     run = [newsflow, "run", "--input", f"s3://{bucket}/in", "--json"]
     results: dict[str, Any] = {"n": n}
 
-    home = workdir / f"prefect-home-{n}"
+    home = workdir / f"prefect-home-{bucket}"
     home.mkdir()
     ephemeral_env = {**env, "PREFECT_HOME": str(home)}
     ephemeral_env.pop("PREFECT_API_URL", None)
     results["first_time"] = measure(
-        [*run, "--output", str(workdir / f"lake-ephemeral-{n}")],
+        [*run, "--output", str(workdir / f"lake-ephemeral-{bucket}")],
         ephemeral_env,
-        workdir / f"ephemeral-{n}.log",
+        workdir / f"ephemeral-{bucket}.log",
     )
     print(f"N={n}: first-time run {results['first_time'].seconds:.0f} s", flush=True)
     results["steady"] = measure(
-        [*run, "--output", str(workdir / f"lake-steady-{n}")],
+        [*run, "--output", str(workdir / f"lake-steady-{bucket}")],
         {**env, "PREFECT_API_URL": api_url},
-        workdir / f"steady-{n}.log",
+        workdir / f"steady-{bucket}.log",
     )
     results["prefect"] = task_run_breakdown(api_url)
     print(f"N={n}: steady-state run {results['steady'].seconds:.0f} s", flush=True)
     baseline = [sys.executable, "-m", "benchmarks.baseline", "--input", f"s3://{bucket}/in"]
     results["baseline"] = measure(
-        [*baseline, "--output", str(workdir / f"baseline-{n}.parquet")],
+        [*baseline, "--output", str(workdir / f"baseline-{bucket}.parquet")],
         env,
-        workdir / f"baseline-{n}.log",
+        workdir / f"baseline-{bucket}.log",
     )
     print(f"N={n}: baseline {results['baseline'].seconds:.0f} s", flush=True)
     client_keys = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import logging
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
@@ -15,8 +14,6 @@ from typing import Any, TypeVar
 
 from tasks.schema import Article, Reject, RejectedArticle
 from tasks.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 StageFunction = Callable[[Article, Settings], Article]
 T = TypeVar("T")
@@ -65,13 +62,12 @@ def _apply_chunk(function: Callable[[T], R], chunk: list[T]) -> list[R]:
 class StagePool:
     """The stage worker processes, given the chunks of the oldest batch first.
 
-    Batches flow through the stages like an assembly line (each stage takes them in
-    order), so several stages share the workers at once: a newer batch's clean, an older
-    one's language detection. A plain pool serves chunks in the order they were queued, so
-    the older batch's light stages would wait behind every chunk of the newer clean, the
-    batches in flight would finish together, and the cores would idle while the next ones
-    are fetched. Here each stage queues one chunk at a time, and a free worker takes the
-    chunk of the batch this pool met first.
+    Several batches are in flight, so several stages share the workers at once: a newer
+    batch's clean, an older one's language detection. A plain pool serves chunks in the
+    order they were queued, so the older batch's light stages would wait behind every
+    chunk of the newer clean, the batches in flight would finish together, and the cores
+    would idle while the next ones are fetched. Here each stage queues one chunk at a
+    time, and a free worker takes the chunk of the batch this pool met first.
 
     The workers are forked from a server process that has loaded everything they need
     once (`tasks/workers.py`). Starting them waits for that load (seconds), so it happens
