@@ -193,9 +193,11 @@ def submit_stages(
 ) -> list[PrefectFuture[Batch]]:
     """Fetch and the CPU stages of one batch as chained futures, in stage order.
 
-    The fetch waits for the `previous` batch's: batches are fetched one at a time, at
-    `fetch_concurrency`, the oldest first. Their stages need not wait: the pool gives a
-    free worker to the oldest batch's work, and a newer batch's only fills the gaps.
+    With a stage pool, the fetch waits for the `previous` batch's: batches arrive one at
+    a time, at `fetch_concurrency`, the oldest first (a retried fetch holds up the next,
+    but the oldest batch is the one the writes wait for). Their stages need not wait: the
+    pool gives a free worker to the oldest batch's work, and a newer batch's only fills
+    the gaps. Elsewhere (a Dask cluster, one worker) batches are fetched side by side.
     """
     # Dask rebuilds namedtuple subclasses such as `quote` wrongly when it ships arguments;
     # there the list goes as it is (Prefect walks its 200 refs: ~20 ms).
@@ -209,7 +211,7 @@ def submit_stages(
             "settings": settings,
             "salt": salt,
         },
-        wait_for=[previous] if previous else None,
+        wait_for=[previous] if previous is not None and pool is not None else None,
     )
     chain = [batch]
     for stage in _STAGES:

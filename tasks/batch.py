@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import importlib
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
@@ -122,11 +123,12 @@ class StagePool:
             finally:  # also when the wait is interrupted: a stale place would block all
                 self._waiting.remove(place)
                 heapq.heapify(self._waiting)
+                self._turn.notify_all()  # the next in line may have a slot now
             self._running += 1
-            self._turn.notify_all()  # the next in line may have a slot too
 
     def _release(self, _: Future[Any] | None = None) -> None:
-        # Runs in the executor's thread: it must not submit (that can deadlock), only wake.
+        # Mostly runs in the executor's own thread: it must not submit (that can
+        # deadlock), only wake the stages waiting for a slot.
         with self._turn:
             self._running -= 1
             self._turn.notify_all()
@@ -164,9 +166,17 @@ def _start_workers(workers: int) -> ProcessPoolExecutor:
     with threads can deadlock the child)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([_WORKER_PRELOAD])
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    for _ in range(workers):
-        executor.submit(int)  # starting is lazy: one job per worker starts them all now
+    # Importing it again in each worker costs nothing after the preload; it loads the
+    # worker if the forkserver was already running without it (another user started it
+    # first), and fails the pool with the error if it cannot be imported, where the
+    # forkserver would only print it.
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=importlib.import_module,
+        initargs=(_WORKER_PRELOAD,),
+    )
+    executor.submit(int)  # waits for the preload; workers then fork at once, on demand
     return executor
 
 

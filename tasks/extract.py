@@ -298,8 +298,8 @@ def first_names() -> frozenset[str]:
 
 
 def warm_up() -> None:
-    """Load the gazetteer and the name lists now (~1 s): a stage worker does it as it
-    starts, not inside its first article."""
+    """Load the gazetteer and the name lists now (~1 s), once for all stage workers
+    (`tasks/workers.py`), not inside each worker's first article."""
     places()
     countries()
     first_names()

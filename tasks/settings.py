@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     batches_in_flight: int = Field(
         2,
         ge=1,
-        description="Batches fetched and processed at once while the oldest is written; "
+        description="Batches fetched and processed while the oldest is written; "
         "memory grows with it. On Dask, at least the number of worker processes.",
     )
     batch_max_bytes: int = Field(

@@ -1,14 +1,23 @@
 """What every stage worker needs before its first article, loaded once for all of them.
 
 The stage workers are forked from a server process that imports this module first
-(`tasks/batch.py`): the stage modules (Prefect, trafilatura, lxml: ~2 s of imports), the
-name lists, langdetect's profiles and lingua's models (~3 s) load there once, and every
-worker forked from it shares them instead of loading its own. Forking after this is
-safe because none of it starts a thread: lingua loads its models lazily, on the calling
-thread, not on its thread pool (checked by tests/tasks/test_workers.py).
+(`tasks/batch.py`): the stage modules (Prefect, trafilatura, lxml: ~1.7 s of imports),
+the name lists, langdetect's profiles and lingua's Latin-script models (~1.3 s) load
+there once, and every worker forked from it shares them instead of loading its own.
+
+Forking is only safe from a process with no other thread (a forked child gets none of
+them, and a lock one of them held stays locked), so nothing here may start one: numpy's
+OpenBLAS and pyarrow's jemalloc would start theirs at import unless told not to (the
+workers do no linear algebra), and lingua loads its models on the calling thread when
+asked a question, not on its thread pool. tests/tasks/test_workers.py checks it.
 """
 
-from tasks import clean, enrich, extract, language  # noqa: F401  (imported to be shared)
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+
+from tasks import clean, enrich, extract, language  # noqa: F401  (loaded to be shared)
 
 extract.warm_up()
 language.warm_up()

@@ -8,6 +8,8 @@ import os
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from pathlib import Path
 
 from tasks import extract, language
 from tasks.batch import StagePool, stage_pool, start_workers_early
@@ -43,34 +45,53 @@ def test_the_run_adopts_the_workers_started_early_and_they_are_warm() -> None:
         assert not {pid for pid, *_ in pool.map("batch", _warm_state, list(range(40)))} & pids
 
 
-def _stamped(item: int) -> tuple[int, float]:
+def _stamped(item: int, gate: Path | None = None) -> tuple[int, float]:
+    """In a worker: the item and when it was done; item 0 first waits for `gate`."""
+    while item == 0 and gate is not None and not gate.exists():
+        time.sleep(0.01)
     time.sleep(0.05)
     return item, time.monotonic()
 
 
-def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs() -> None:
+def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs(
+    tmp_path: Path,
+) -> None:
     pool = StagePool(workers=1)
+    gate = tmp_path / "gate"
+    newer: list[tuple[int, float]] = []
+    older: list[tuple[int, float]] = []
     try:
-        pool.map("older", _stamped, [0])  # the pool meets the older batch first
-        newer: list[tuple[int, float]] = []
-        # a newer batch's stage queues 4 chunks of 0.2 s ...
+        pool.map("older", _stamped, [1])  # the pool meets the older batch first
+        # A newer batch's stage: 4 chunks of 4 items, the first held at the gate.
         clean_newer = threading.Thread(
-            target=lambda: newer.extend(pool.map("newer", _stamped, list(range(16))))
+            target=lambda: newer.extend(
+                pool.map("newer", partial(_stamped, gate=gate), list(range(16)))
+            ),
+            daemon=True,
         )
         clean_newer.start()
-        time.sleep(0.1)
-        # ... and the older batch's next stage comes while the first of them runs
-        older = pool.map("older", _stamped, list(range(4)))
-        clean_newer.join()
+        # The older batch's next stage comes while the newer one's first chunk runs.
+        next_older = threading.Thread(
+            target=lambda: older.extend(pool.map("older", _stamped, list(range(1, 5)))),
+            daemon=True,
+        )
+        next_older.start()
+        deadline = time.monotonic() + 30
+        while not any(order == 0 for order, _ in pool._waiting):  # the older stage waits
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gate.touch()
+        clean_newer.join(timeout=60)
+        next_older.join(timeout=60)
     finally:
         pool.close()
 
-    assert [item for item, _ in older] == list(range(4))
+    assert [item for item, _ in older] == list(range(1, 5))
     assert [item for item, _ in newer] == list(range(16))
     older_done = max(stamp for _, stamp in older)
-    # In queue order the older batch would wait for all four; it waits for at most the
-    # chunk running and the one already handed to the worker.
-    assert sum(stamp > older_done for _, stamp in newer) >= 8
+    # In queue order the older stage would wait for all four chunks; here it waits only
+    # for the chunk held at the gate and the one already handed to the worker.
+    assert sum(stamp > older_done for _, stamp in newer) == 8
 
 
 def _die(_: int) -> int:
@@ -88,7 +109,7 @@ def test_a_worker_that_dies_fails_every_later_stage_instead_of_hanging_it() -> N
             except BrokenProcessPool as error:
                 failures.append(error)
 
-    running = threading.Thread(target=stages)
+    running = threading.Thread(target=stages, daemon=True)
     running.start()
     running.join(timeout=60)
     pool.close()
