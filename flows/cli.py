@@ -35,12 +35,18 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def command_run(args: argparse.Namespace) -> int:
-    _quiet_prefect_defaults()
+def _start_stage_workers() -> None:
+    """Start the stage workers before the flow's modules are imported: they load their
+    models (seconds) while those imports and Prefect's start run."""
     from tasks.batch import start_workers_early
     from tasks.settings import Settings
 
-    start_workers_early(Settings())  # before the imports below: they load while those run
+    start_workers_early(Settings())
+
+
+def command_run(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    _start_stage_workers()
     from flows.ingest import ingest_articles
 
     summary = ingest_articles(
@@ -58,6 +64,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    _start_stage_workers()
     from flows.demo import run_demo
 
     run_demo(args.output)

@@ -82,10 +82,6 @@ def start_local_s3() -> str:
 def run_demo(output: str) -> None:
     import duckdb
 
-    from tasks.batch import start_workers_early
-    from tasks.settings import Settings
-
-    start_workers_early(Settings())  # before the imports below: they load while those run
     from flows.cli import _print_summary
     from flows.ingest import ingest_articles
 
