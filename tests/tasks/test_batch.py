@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
@@ -53,6 +54,17 @@ def _stamped(item: int, gate: Path | None = None) -> tuple[int, float]:
     return item, time.monotonic()
 
 
+def _wait_until(pool: StagePool, condition: Callable[[], bool]) -> None:
+    """Poll the pool's queue, under its lock, until `condition` holds (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with pool._turn:
+            if condition():
+                return
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs(
     tmp_path: Path,
 ) -> None:
@@ -70,16 +82,16 @@ def test_a_free_worker_takes_the_oldest_batchs_work_before_a_newer_batchs(
             daemon=True,
         )
         clean_newer.start()
+        # Two of its chunks hold the slots and its third waits before the older stage comes;
+        # otherwise the older stage could take the second slot, and the count would vary.
+        _wait_until(pool, lambda: pool._running == 2 and len(pool._waiting) == 1)
         # The older batch's next stage comes while the newer one's first chunk runs.
         next_older = threading.Thread(
             target=lambda: older.extend(pool.map("older", _stamped, list(range(1, 5)))),
             daemon=True,
         )
         next_older.start()
-        deadline = time.monotonic() + 30
-        while not any(order == 0 for order, _ in pool._waiting):  # the older stage waits
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_until(pool, lambda: len(pool._waiting) == 2)  # the older stage waits
         gate.touch()
         clean_newer.join(timeout=60)
         next_older.join(timeout=60)
