@@ -37,10 +37,12 @@ def _quiet_prefect_defaults() -> None:
 
 def _start_stage_workers() -> None:
     """Start the stage workers before the flow's modules are imported: they load their
-    models (seconds) while those imports and Prefect's start run."""
-    from tasks.batch import start_workers_early
+    models (seconds) while those imports and Prefect's start run. Before that, while this
+    process has no other thread, its threads are made to share one heap."""
+    from tasks.batch import share_one_heap, start_workers_early
     from tasks.settings import Settings
 
+    share_one_heap()
     start_workers_early(Settings())
 
 

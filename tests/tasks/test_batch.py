@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
+
+import pytest
 
 from tasks import extract, language
 from tasks.batch import StagePool, stage_pool, start_workers_early
@@ -127,3 +131,46 @@ def test_a_worker_that_dies_fails_every_later_stage_instead_of_hanging_it() -> N
     pool.close()
     assert not running.is_alive()
     assert len(failures) == 4
+
+
+# Run in a fresh interpreter: a thread keeps the heap it was first given.
+_HEAP_PROBE = """
+import os, sys, threading
+from pathlib import Path
+from tasks.batch import share_one_heap
+
+def rss():
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def churn(kept):
+    # 100 MB of 4 KB objects (glibc's, not Python's small-object arenas); keeping every
+    # 16th leaves the others as holes that the heap keeps for reuse
+    objects = [bytes(4000) + i.to_bytes(4) for i in range(25_000)]
+    kept.append(objects[::16])
+
+if sys.argv[1] == "shared":
+    share_one_heap()
+kept = []
+thread = threading.Thread(target=churn, args=(kept,))
+thread.start()
+thread.join()
+before = rss()
+churn(kept)
+print(rss() - before)
+"""
+
+
+def _rss_growth_of_second_churn(mode: str) -> int:
+    probe = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True
+    )
+    return int(probe.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; glibc only")
+def test_threads_sharing_one_heap_reuse_what_another_thread_freed() -> None:
+    mib = 1024 * 1024
+    # a thread's own heap keeps its holes: the main thread's churn needs new memory
+    assert _rss_growth_of_second_churn("separate") > 80 * mib
+    # one heap: the main thread's churn fills the holes the other thread left
+    assert _rss_growth_of_second_churn("shared") < 30 * mib
