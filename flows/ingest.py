@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tasks.batch import Batch, StagePool, share_one_heap, stage_pool
+from tasks.batch import Batch, StagePool, share_one_heap, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
@@ -273,6 +273,8 @@ def ingest_articles(
             # the "never ran" of the stages after it.
             batch = [future.result() for future in stages][-1]
             summary.add(batch, write_batch(root, batch, quote(refs), ledger))
+            del batch, stages  # this batch's results: free before the heap is trimmed
+            trim_heap_above(settings.trim_heap_above_bytes)
             lease.renew()
             summary.seconds = time.monotonic() - started
             logger.info(

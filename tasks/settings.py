@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         ge=1,
         description="A batch also closes once its objects' stored sizes add up to this.",
     )
+    trim_heap_above_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="After writing a batch, the flow process gives the memory its heap "
+        "holds free back to the OS if its RSS is above this (glibc only).",
+    )
     fetch_concurrency: int = Field(16, ge=1, description="Parallel S3 downloads per batch.")
     max_object_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="Objects larger than this (stored size) are rejected."

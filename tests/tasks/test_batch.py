@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks import extract, language
-from tasks.batch import StagePool, stage_pool, start_workers_early
+from tasks.batch import StagePool, stage_pool, start_workers_early, trim_heap_above
 from tasks.settings import Settings
 
 
@@ -174,3 +174,22 @@ def test_threads_sharing_one_heap_reuse_what_another_thread_freed() -> None:
     assert _rss_growth_of_second_churn("separate") > 80 * mib
     # one heap: the main thread's churn fills the holes the other thread left
     assert _rss_growth_of_second_churn("shared") < 30 * mib
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; glibc only")
+def test_the_heap_is_trimmed_only_above_the_limit() -> None:
+    mib = 1024 * 1024
+    # 240 MB of 4 KB objects; keeping every 16th leaves the others as holes the heap keeps
+    objects = [bytes(4000) + i.to_bytes(4) for i in range(60_000)]
+    kept = objects[::16]
+    del objects
+    held = _rss_bytes()
+    assert not trim_heap_above(held + 1024 * mib)
+    assert abs(_rss_bytes() - held) < 10 * mib
+    assert trim_heap_above(0)
+    assert held - _rss_bytes() > 150 * mib
+    assert len(kept) == 3750
