@@ -82,6 +82,9 @@ def _deployment_settings(args: argparse.Namespace) -> Any:
 
 def command_serve(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    # The runs are processes of their own, where Prefect starts threads before the flow
+    # does: glibc reads this at their start (see tasks.batch.share_one_heap).
+    os.environ.setdefault("MALLOC_ARENA_MAX", "1")
     from prefect import serve
 
     from deployments.definitions import build_deployments

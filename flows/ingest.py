@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tasks.batch import Batch, StagePool, share_one_heap, stage_pool, trim_heap_above
+from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
@@ -238,9 +238,6 @@ def ingest_articles(
     flight. The stage workers serve the oldest batch first (`StagePool`).
     """
     started = time.monotonic()
-    # `newsflow run` did it before any thread; a deployment's run gets it here, before
-    # the task runner's and the fetches' threads.
-    share_one_heap()
     logger = get_run_logger()
     settings = Settings()
     location = S3Location.parse(input_uri)

@@ -53,6 +53,10 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):  # macOS, musl
         return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
     return libc
 
 
@@ -63,11 +67,15 @@ def share_one_heap() -> None:
     what was freed in it for its own later use. In the flow process the fetch threads
     decode pages and the pool's threads pickle and unpickle chunks, each in its heap, so
     every heap grew to its own peak. One heap reuses what any thread freed, and the
-    threads take turns on the GIL anyway, so they hardly wait for it: peak RSS 1.19 GB
-    instead of 1.55 at 10,000 objects, in the same time.
+    threads take turns on the GIL anyway, so they hardly wait for it: peak RSS 1,188 MiB
+    instead of 1,549 at 10,000 objects, in the same time.
 
-    Threads keep the heap they were given, so this must come before the process starts
-    threads; later it only binds the threads started after it to the heaps that exist.
+    A thread keeps the heap it was given (and glibc stops reading the limit once it has
+    made more than 8 heaps), so this must come before the process's threads allocate:
+    `newsflow run` calls it first thing. A process that Prefect starts (a deployment's
+    run) has Prefect's threads before the flow starts; it needs `MALLOC_ARENA_MAX=1` in
+    its environment instead, which `newsflow serve` sets for its runs
+    (docs/deployments.md for work pools).
     """
     if (libc := _glibc()) is not None:
         libc.mallopt(_M_ARENA_MAX, 1)
@@ -87,14 +95,17 @@ def trim_heap_above(limit_bytes: int) -> bool:
     `limit_bytes`; whether it did.
 
     Even one heap fragments: batch after batch of pages and pickles of every size leave
-    holes it keeps, and RSS crept up with the number of objects (0.87 GB at 1,000, 1.19
-    at 10,000). Trimming after every batch kept it flat but cost 5 % of the run, most of
-    it faulting the returned pages in again; trimming only above a limit (1 GiB: 1.03 GB
-    at 10,000, in the same time) bounds RSS and costs nothing below it.
+    holes it keeps, and RSS crept up with the number of objects (870 MiB at 1,000, 1,164-
+    1,188 MiB at 10,000). Trimming after every batch (measured with a heap per thread)
+    kept it flat but cost 5 % of the run, most of it faulting the returned pages in
+    again; trimming only above a limit costs nothing below it (1 GiB: peaks of 1,030-
+    1,158 MiB at 10,000, in the same time). A limit below what the flow holds live
+    makes every batch trim.
     """
-    libc = _glibc()
+    if (libc := _glibc()) is None:
+        return False
     resident = _resident_bytes()
-    if libc is None or resident is None or resident <= limit_bytes:
+    if resident is None or resident <= limit_bytes:
         return False
     libc.malloc_trim(0)
     return True
