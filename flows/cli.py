@@ -35,10 +35,11 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def _start_stage_workers() -> None:
-    """Start the stage workers before the flow's modules are imported: they load their
-    models (seconds) while those imports and Prefect's start run. Before that, while this
-    process has no other thread, its threads are made to share one heap."""
+def _prepare_flow_process() -> None:
+    """Before the flow's modules are imported, for a command that runs ingest here: make
+    this process's threads share one heap while it has no other thread, then start the
+    stage workers, which load their models (seconds) while those imports and Prefect's
+    start run."""
     from tasks.batch import share_one_heap, start_workers_early
     from tasks.settings import Settings
 
@@ -48,7 +49,7 @@ def _start_stage_workers() -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    _start_stage_workers()
+    _prepare_flow_process()
     from flows.ingest import ingest_articles
 
     summary = ingest_articles(
@@ -66,7 +67,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    _start_stage_workers()
+    _prepare_flow_process()
     from flows.demo import run_demo
 
     run_demo(args.output)
@@ -133,6 +134,7 @@ def command_emit(args: argparse.Namespace) -> int:
 
 def command_backfill(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    _prepare_flow_process()
     from flows.backfill import backfill_articles
 
     summary = backfill_articles(

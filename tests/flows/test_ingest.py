@@ -237,6 +237,22 @@ def test_cli_run_prints_a_summary(
     assert "wire" in printed and "per language" in printed
 
 
+def test_cli_backfill_reprocesses_the_selected_source(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    story = b"A short wire story about the harbour strike in Rotterdam, long enough to be kept."
+    upload(s3, bucket, {"in/wire/x.txt": story, "in/post/y.txt": story.replace(b"wire", b"post")})
+    lake = str(tmp_path / "lake")
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", lake]) == 0
+    capsys.readouterr()
+    assert (
+        main(["backfill", "--input", f"s3://{bucket}/in", "--output", lake, "--source", "wire"])
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["selected"], summary["objects"], summary["articles"]) == (1, 1, 1)
+
+
 def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
     from datetime import UTC, datetime
 

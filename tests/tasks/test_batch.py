@@ -206,4 +206,4 @@ def test_the_heap_is_trimmed_only_above_the_limit() -> None:
     assert abs(_rss_bytes() - held) < 10 * mib
     assert trim_heap_above(0)
     assert held - _rss_bytes() > 150 * mib
-    assert len(kept) == 3750
+    del kept  # alive until here: the kept objects are what keep the holes apart
