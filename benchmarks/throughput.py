@@ -320,6 +320,44 @@ def ledger_lookup(keys: int, batch_size: int, workdir: Path) -> dict[str, float]
     return figures
 
 
+# --- snapshot ----------------------------------------------------------------------------
+
+
+def snapshot_update(files: int, client: Any) -> dict[str, float]:
+    """Write the snapshot of a lake of `files` data files on the S3 server by listing it
+    (what a run does once, at its start) and by applying one batch's change of 30 new
+    files to the previous snapshot (what each publish does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.settings import Settings
+    from tasks.snapshot import LakeChange, write_snapshot
+    from tasks.storage import OutputRoot
+
+    bucket = f"snapshot-{uuid.uuid4().hex[:6]}"
+    client.create_bucket(Bucket=bucket)
+
+    def put(relative: str) -> None:
+        client.put_object(Bucket=bucket, Key=f"lake/{relative}", Body=b"PAR1")
+
+    partitions = [
+        f"articles/source=s{n % 50}/date=2026-01-{n // 50 % 28 + 1:02d}" for n in range(files)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, [f"{p}/part-{n:012x}.parquet" for n, p in enumerate(partitions)]))
+    root = OutputRoot.open(f"s3://{bucket}/lake", Settings())
+    started = time.perf_counter()
+    write_snapshot(root)
+    figures = {"files": files, "listed_seconds": time.perf_counter() - started}
+    added = [f"articles/source=new/date=2026-02-01/part-{n:012x}.parquet" for n in range(30)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, added))
+    started = time.perf_counter()
+    written = write_snapshot(root, LakeChange(added))
+    figures["changed_seconds"] = time.perf_counter() - started
+    assert len(written) == files + len(added)
+    return figures
+
+
 # --- report ------------------------------------------------------------------------------
 
 
@@ -418,6 +456,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, action="append", help="objects (repeatable)")
     parser.add_argument("--ledger-keys", type=int, default=1_000_000)
+    parser.add_argument("--snapshot-files", type=int, default=10_000)
     parser.add_argument("--workdir", type=Path, help="keep lakes and logs here")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
@@ -444,6 +483,7 @@ def main() -> None:
         reports = [
             benchmark(n, env, api_url, workdir, boto3.client("s3")) for n in args.n or [1000]
         ]
+        snapshot = snapshot_update(args.snapshot_files, boto3.client("s3"))
     finally:
         prefect_server.terminate()
         s3_server.terminate()
@@ -451,6 +491,11 @@ def main() -> None:
         s3_server.wait(30)
     for report in reports:
         print_report(report)
+    print(
+        f"\n=== snapshot of a lake of {snapshot['files']:,.0f} files on S3 ===\n"
+        f"listing the lake (once a run): {snapshot['listed_seconds']:.2f} s; "
+        f"applying a batch's 30 new files (each publish): {snapshot['changed_seconds']:.2f} s"
+    )
     if args.ledger_keys:
         figures = ledger_lookup(args.ledger_keys, 200, workdir)
         print(f"\n=== ledger with {args.ledger_keys:,} recorded keys ===")

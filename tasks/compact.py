@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from tasks.ledger import Ledger, commit_ledger, current_versions
 from tasks.schema import LEDGER_SCHEMA
-from tasks.snapshot import DataFile, retire, write_snapshot
+from tasks.snapshot import DataFile, LakeChange, retire, write_snapshot
 from tasks.storage import OutputRoot, write_atomically
 
 COMPACTING_DIR = "_compacting"
@@ -144,17 +144,18 @@ def _ledger_rows(ledger: Ledger, compaction: Compaction, keys: pa.Array) -> pa.T
     )
 
 
-def _finish(root: OutputRoot, compaction: Compaction) -> None:
-    """Step 4 up to the snapshot, which the caller writes; idempotent, so recovery can run
-    it again after a crash at any point."""
+def _finish(root: OutputRoot, compaction: Compaction) -> LakeChange:
+    """Step 4 up to the snapshot, which the caller writes with the change returned;
+    idempotent, so recovery can run it again after a crash at any point."""
     staged = _staged_path(root, compaction.compaction_id)
     if root.filesystem.get_file_info(staged).type == pafs.FileType.File:
         root.move(staged, root.path(compaction.merged))
-    retire(root, compaction.compaction_id, list(compaction.sources))
+    retirement = retire(root, compaction.compaction_id, list(compaction.sources))
     root.delete_file(_journal_path(root, compaction.compaction_id))
+    return LakeChange([compaction.merged], [retirement])
 
 
-def _swap(root: OutputRoot, compaction: Compaction, rows: pa.Table, ledger: Ledger) -> None:
+def _swap(root: OutputRoot, compaction: Compaction, rows: pa.Table, ledger: Ledger) -> LakeChange:
     """Steps 1-4 with `rows` as the merged file's content, all but the snapshot."""
     journal = {"merged": compaction.merged, "sources": list(compaction.sources)}
     root.ensure_dir(root.path(COMPACTING_DIR))
@@ -170,7 +171,7 @@ def _swap(root: OutputRoot, compaction: Compaction, rows: pa.Table, ledger: Ledg
     moved = _ledger_rows(ledger, compaction, pc.unique(rows.column("object_key")))
     staged_ledger = root.path(COMPACTING_DIR, f"{compaction.compaction_id}.ledger.parquet")
     commit_ledger(root, ledger, compaction.compaction_id, moved, staged_ledger)
-    _finish(root, compaction)
+    return _finish(root, compaction)
 
 
 def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
@@ -182,34 +183,32 @@ def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
             for source in compaction.sources
         ]
     )
-    _swap(root, compaction, table, ledger)
-    write_snapshot(root)
+    write_snapshot(root, _swap(root, compaction, table, ledger))
     return table.num_rows
 
 
 def rewrite_without(
     root: OutputRoot, relative: str, keys: set[str], batch_id: str, ledger: Ledger
-) -> None:
+) -> LakeChange:
     """Take the rows of `keys` out of one published file for the next snapshot: a copy
     without them under a new name, or the file retired alone when nothing else is in it.
     The caller (a batch's publish, under the lease) writes the snapshot after all of its
-    files. Idempotent: a publish finished after a crash runs it again."""
+    files, with the changes returned. Idempotent: a publish finished after a crash runs
+    it again."""
     info = root.filesystem.get_file_info(root.path(relative))
     if info.type != pafs.FileType.File:  # retired by an earlier attempt, and deleted since
-        return
+        return LakeChange()
     rewrite = Compaction.rewrite(relative, f"{info.size}:{info.mtime_ns}", batch_id)
     if ledger.is_committed(rewrite.compaction_id):
-        _finish(root, rewrite)
-        return
+        return _finish(root, rewrite)
     table = pq.read_table(root.path(relative), filesystem=root.filesystem)
     keep = pc.invert(pc.is_in(table.column("object_key"), value_set=pa.array(sorted(keys))))
     remaining = table.filter(keep)
     if remaining.num_rows == table.num_rows:
-        return
+        return LakeChange()
     if remaining.num_rows == 0:
-        retire(root, rewrite.compaction_id, [relative])
-    else:
-        _swap(root, rewrite, remaining, ledger)
+        return LakeChange([], [retire(root, rewrite.compaction_id, [relative])])
+    return _swap(root, rewrite, remaining, ledger)
 
 
 def recover_compactions(root: OutputRoot, ledger: Ledger) -> list[str]:

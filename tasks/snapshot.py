@@ -13,6 +13,12 @@ the next snapshot, and stay on storage for `retired_file_seconds` after that sna
 written (a crash between a retirement and its snapshot must not start the clock), so
 that a read that started from the previous snapshot can finish; `collect_retired`
 deletes them after that.
+
+A run lists the lake once, when it starts (a crash may have left the snapshot behind a
+publish); after that each publish and each compaction applies what it changed
+(`LakeChange`) to the previous snapshot, so writing one costs in proportion to the
+change, not to the lake: listing 10,000 files on S3 took about 2 s, a batch's share of a
+run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -94,11 +100,28 @@ def _retirements(root: OutputRoot) -> list[Retirement]:
     return records
 
 
-def retire(root: OutputRoot, retire_id: str, files: list[str]) -> None:
+@dataclass(slots=True)
+class LakeChange:
+    """What a publish or a compaction did to the lake's current files since the last
+    snapshot: the files it wrote (relative paths) and the retirements it recorded."""
+
+    added: list[str] = field(default_factory=list)
+    retirements: list[Retirement] = field(default_factory=list)
+
+    def include(self, other: LakeChange) -> None:
+        self.added += other.added
+        self.retirements += other.retirements
+
+
+def retire(root: OutputRoot, retire_id: str, files: list[str]) -> Retirement:
     """Take `files` (relative paths) out of every later snapshot, from now: recovery
     repeating it after a crash restarts the retention, which only keeps files longer."""
-    record = {"retired_at": datetime.now(UTC).isoformat(), "files": sorted(files)}
-    write_atomically(root, root.path(RETIRED_DIR, f"{retire_id}.json"), json.dumps(record).encode())
+    record = Retirement(
+        root.path(RETIRED_DIR, f"{retire_id}.json"), datetime.now(UTC), None, sorted(files)
+    )
+    body = {"retired_at": record.retired_at.isoformat(), "files": record.files}
+    write_atomically(root, record.path, json.dumps(body).encode())
+    return record
 
 
 def _is_retired(info: pafs.FileInfo, retired_at: datetime | None) -> bool:
@@ -127,10 +150,7 @@ def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
 
 def data_files(root: OutputRoot, retirements: list[Retirement] | None = None) -> list[DataFile]:
     """The lake's current data files: published Parquet files that are not retired."""
-    retired: dict[str, datetime] = {}
-    for record in _retirements(root) if retirements is None else retirements:
-        for relative in record.files:  # a name retired twice: the latest retirement counts
-            retired[relative] = max(record.retired_at, retired.get(relative, record.retired_at))
+    retired = _latest_retirements(_retirements(root) if retirements is None else retirements)
     found = []
     for directory in (ARTICLES_DIR, REJECTS_DIR):
         selector = pafs.FileSelector(root.path(directory), recursive=True, allow_not_found=True)
@@ -145,11 +165,65 @@ def data_files(root: OutputRoot, retirements: list[Retirement] | None = None) ->
     return sorted(found, key=lambda f: f.relative)
 
 
-def write_snapshot(root: OutputRoot) -> list[DataFile]:
+def _latest_retirements(retirements: list[Retirement]) -> dict[str, datetime]:
+    """Each retired name's latest retirement: a name retired twice counts from the last."""
+    retired: dict[str, datetime] = {}
+    for record in retirements:
+        for relative in record.files:
+            retired[relative] = max(record.retired_at, retired.get(relative, record.retired_at))
+    return retired
+
+
+def _previous_snapshot(root: OutputRoot) -> dict[str, DataFile] | None:
+    """The current snapshot's files by relative path; None if there is none, or if it
+    names files outside this root (the lake was moved), so that it is listed afresh."""
+    try:
+        table = pq.read_table(root.path(SNAPSHOT_FILE), filesystem=root.filesystem)
+    except FileNotFoundError:
+        return None
+    prefix = locator(root, "")
+    files = {}
+    for path, size in zip(
+        table.column("path").to_pylist(), table.column("bytes").to_pylist(), strict=True
+    ):
+        if not path.startswith(prefix):
+            return None
+        relative = path.removeprefix(prefix)
+        files[relative] = DataFile(relative, size)
+    return files
+
+
+def _changed_files(
+    root: OutputRoot, previous: dict[str, DataFile], change: LakeChange
+) -> list[DataFile]:
+    """The previous snapshot without the files `change` retired, with those it wrote:
+    what listing the lake would find, given that nothing else wrote since."""
+    retired = _latest_retirements(change.retirements)
+    current = {relative: f for relative, f in previous.items() if relative not in retired}
+    added = sorted(set(change.added))
+    infos = root.filesystem.get_file_info([root.path(relative) for relative in added])
+    for relative, info in zip(added, infos, strict=True):
+        if info.type == pafs.FileType.File and not _is_retired(info, retired.get(relative)):
+            current[relative] = DataFile(relative, info.size or 0)
+    return sorted(current.values(), key=lambda f: f.relative)
+
+
+def write_snapshot(root: OutputRoot, change: LakeChange | None = None) -> list[DataFile]:
     """Replace the snapshot with the lake's current data files, in one step; then start
-    the retention of the files retired since the last one."""
-    retirements = _retirements(root)
-    files = data_files(root, retirements)
+    the retention of the files retired since the last one.
+
+    With `change`, the caller (under the lease) has written every change since the last
+    snapshot into it, and the snapshot is the last one with `change` applied. Without it,
+    the lake is listed: at the start of a run, when a crash may have left the snapshot
+    behind a publish or a retirement.
+    """
+    previous = None if change is None else _previous_snapshot(root)
+    if change is None or previous is None:
+        retirements = _retirements(root)
+        files = data_files(root, retirements)
+    else:
+        retirements = change.retirements
+        files = _changed_files(root, previous, change)
     table = pa.Table.from_pydict(
         {
             "path": [locator(root, f.relative) for f in files],

@@ -38,7 +38,7 @@ from tasks.compact import rewrite_without
 from tasks.fetch import ObjectRef
 from tasks.ledger import Ledger, commit_ledger
 from tasks.schema import LEDGER_SCHEMA, PARTITION_SCHEMA, articles_table, rejects_table
-from tasks.snapshot import ARTICLES_DIR, REJECTS_DIR, write_snapshot
+from tasks.snapshot import ARTICLES_DIR, REJECTS_DIR, LakeChange, write_snapshot
 from tasks.storage import OutputRoot
 
 STAGING_DIR = "_staging"
@@ -53,6 +53,7 @@ class WriteReport:
     articles: int
     rejects: int
     files: list[str] = field(default_factory=list)
+    change: LakeChange = field(default_factory=LakeChange)  # for the snapshot
 
 
 def _write_parquet(root: OutputRoot, table: pa.Table, path: str) -> None:
@@ -100,21 +101,26 @@ def _ledger_rows(
     )
 
 
-def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> None:
-    """Step 3; idempotent, so recovery can run it again after a crash at any point."""
+def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> LakeChange:
+    """Step 3; idempotent, so recovery can run it again after a crash at any point.
+    Returns what it changed, for the snapshot: complete when staging was, which recovery
+    cannot rely on (a crash may have moved some files already), so it lists the lake."""
     staging = root.path(STAGING_DIR, batch_id)
     selector = pafs.FileSelector(staging, recursive=True, allow_not_found=True)
+    change = LakeChange()
     for info in root.filesystem.get_file_info(selector):
         if info.type != pafs.FileType.File or info.base_name == PUBLISHING_MARKER:
             continue
         relative = posixpath.relpath(info.path, staging)
         root.ensure_dir(posixpath.dirname(root.path(relative)))
         root.move(info.path, root.path(relative))
+        change.added.append(relative)
     for relative, keys in ledger.superseded_paths(batch_id).items():
-        rewrite_without(root, relative, keys, batch_id, ledger)
+        change.include(rewrite_without(root, relative, keys, batch_id, ledger))
     # A crash between these two leaves staging without its marker: tolerated on rerun.
     root.delete_file(posixpath.join(staging, PUBLISHING_MARKER))
     root.delete_tree(staging)
+    return change
 
 
 def recover_output(root: OutputRoot, ledger: Ledger) -> list[str]:
@@ -166,9 +172,9 @@ def write_batch_files(
 
     rows = _ledger_rows(refs, batch, files_of_key, now)
     commit_ledger(root, ledger, batch.batch_id, rows, posixpath.join(staging, "ledger.parquet"))
-    publish_batch(root, batch.batch_id, ledger)
+    change = publish_batch(root, batch.batch_id, ledger)
     return WriteReport(
-        batch.batch_id, rows.num_rows, len(batch.articles), len(batch.rejects), written
+        batch.batch_id, rows.num_rows, len(batch.articles), len(batch.rejects), written, change
     )
 
 
@@ -179,7 +185,7 @@ def write_batch(
     """Write and commit one batch, then show it to snapshot readers; retried because S3
     writes fail transiently."""
     report = write_batch_files(root, batch, refs, ledger)
-    write_snapshot(root)
+    write_snapshot(root, report.change)
     get_run_logger().info(
         "batch %s: committed %d objects as %d articles and %d rejects in %d files",
         report.batch_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.settings import Settings
-from tasks.snapshot import collect_retired, data_files, retire, snapshot_paths, write_snapshot
+from tasks.snapshot import (
+    LakeChange,
+    collect_retired,
+    data_files,
+    retire,
+    snapshot_paths,
+    write_snapshot,
+)
 from tasks.storage import OutputRoot
 
 PARTITION = "articles/source=s/date=2026-11-29"
@@ -90,3 +98,42 @@ def test_a_name_retired_twice_counts_from_its_latest_retirement(tmp_path: Path) 
     time.sleep(0.05)
     retire(root, "a-second", [reused])
     assert reused not in _current(root)
+
+
+def test_a_change_is_applied_to_the_previous_snapshot_without_listing_the_lake(
+    tmp_path: Path,
+) -> None:
+    """A publish names what it wrote and retired; the lake is not listed again, so a
+    file nobody reported (here written behind the lease's back) stays out until the next
+    run's listing."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    old, kept = f"{PARTITION}/part-e.parquet", f"{PARTITION}/part-f.parquet"
+    _write(root, old, 1)
+    _write(root, kept, 1)
+    write_snapshot(root)
+    new, unreported = f"{PARTITION}/part-g.parquet", f"{PARTITION}/part-h.parquet"
+    _write(root, new, 2)
+    _write(root, unreported, 2)
+
+    written = write_snapshot(root, LakeChange([new], [retire(root, "rewrite-e", [old])]))
+    assert [f.relative for f in written] == [kept, new]
+    assert snapshot_paths(root) == [root.path(kept), root.path(new)]
+    assert written == [f for f in data_files(root) if f.relative != unreported]
+    assert collect_retired(root, retention_seconds=0) == 1, "the retention has started"
+    assert not Path(root.path(old)).exists()
+
+    write_snapshot(root)
+    assert snapshot_paths(root) == [root.path(p) for p in (kept, new, unreported)]
+
+
+def test_a_snapshot_of_a_moved_lake_is_rebuilt_from_a_listing(tmp_path: Path) -> None:
+    """The snapshot names absolute paths; a lake copied elsewhere must not inherit them."""
+    first = OutputRoot.open(str(tmp_path / "first"), Settings())
+    relative = f"{PARTITION}/part-i.parquet"
+    _write(first, relative, 1)
+    write_snapshot(first)
+    shutil.copytree(first.base, tmp_path / "second")
+    second = OutputRoot.open(str(tmp_path / "second"), Settings())
+
+    write_snapshot(second, LakeChange())
+    assert snapshot_paths(second) == [second.path(relative)]

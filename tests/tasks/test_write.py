@@ -17,7 +17,7 @@ from tasks.fetch import ObjectRef, batch_id_for
 from tasks.ledger import LEASE_FILE, Lease, LeaseUnavailable, Ledger, current_versions, hold_lease
 from tasks.schema import Article, Reject
 from tasks.settings import Settings
-from tasks.snapshot import collect_retired, snapshot_paths, write_snapshot
+from tasks.snapshot import collect_retired, data_files, snapshot_paths, write_snapshot
 from tasks.storage import OutputRoot
 from tasks.write import recover_output, write_batch_files
 from tests.conftest import read_snapshot
@@ -41,10 +41,11 @@ def make_batch(*versions: tuple[str, str, str]) -> tuple[Batch, list[ObjectRef]]
 
 
 def commit(root: OutputRoot, *versions: tuple[str, str, str]) -> None:
-    """What the write task does: write the batch, then the snapshot."""
+    """What the write task does: write the batch, then the snapshot from the previous one
+    and the batch's changes, which must name the files a listing of the lake finds."""
     batch, refs = make_batch(*versions)
-    write_batch_files(root, batch, refs, Ledger.load(root))
-    write_snapshot(root)
+    report = write_batch_files(root, batch, refs, Ledger.load(root))
+    assert write_snapshot(root, report.change) == data_files(root)
 
 
 def recover(root: OutputRoot) -> list[str]:
