@@ -36,6 +36,8 @@ from tasks.storage import OutputRoot, S3Location, s3_client
 from tasks.write import WriteReport, recover_output, write_batch
 
 _LISTING_CHUNK = 1000
+# Files the summary and its artifact name; the rest are counted.
+SUMMARY_FILES = 200
 # The CPU-bound stages, in order; each is one task run per batch.
 _STAGES: tuple[Task[..., Batch], ...] = (
     clean_batch,
@@ -53,6 +55,7 @@ class RunSummary:
     output: str
     objects_listed: int = 0
     objects_new: int = 0
+    objects_written: int = 0
     articles: int = 0
     rejects: int = 0
     batches: int = 0
@@ -61,13 +64,18 @@ class RunSummary:
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     articles_by_source: Counter[str] = field(default_factory=Counter)
     articles_by_language: Counter[str] = field(default_factory=Counter)
-    files: list[str] = field(default_factory=list)
+    files_written: int = 0
+    # The first files only: the summary is the flow's return value and the CLI's output,
+    # and a list of all of them would grow with the run.
+    first_files: list[str] = field(default_factory=list)
 
     def add(self, batch: Batch, report: WriteReport) -> None:
         self.batches += 1
+        self.objects_written += report.objects
         self.articles += report.articles
         self.rejects += report.rejects
-        self.files += report.files
+        self.files_written += len(report.files)
+        self.first_files += report.files[: SUMMARY_FILES - len(self.first_files)]
         self.articles_by_source.update(a.source for a in batch.articles)
         self.articles_by_language.update(a.language for a in batch.articles)
         self.rejects_by_reason.update(f"{r.stage}: {r.reason.split(':')[0]}" for r in batch.rejects)
@@ -136,8 +144,9 @@ def _publish_artifacts(summary: RunSummary) -> None:
         table=rows,
         description="Articles by source and language; rejects by reason.",
     )
-    files = "\n".join(f"- `{path}`" for path in summary.files[:200]) or "- none"
-    more = f"\n- … and {len(summary.files) - 200} more" if len(summary.files) > 200 else ""
+    files = "\n".join(f"- `{path}`" for path in summary.first_files) or "- none"
+    unlisted = summary.files_written - len(summary.first_files)
+    more = f"\n- … and {unlisted} more" if unlisted else ""
     create_markdown_artifact(
         key="ingest-summary",
         markdown=(
@@ -275,9 +284,11 @@ def ingest_articles(
             lease.renew()
             summary.seconds = time.monotonic() - started
             logger.info(
-                "progress: %d listed, %d new done -> %d articles, %d rejects (%.1f articles/s)",
+                "progress: %d listed, %d new, %d written -> %d articles, %d rejects "
+                "(%.1f articles/s)",
                 summary.objects_listed,
                 summary.objects_new,
+                summary.objects_written,
                 summary.articles,
                 summary.rejects,
                 summary.articles_per_second,

@@ -13,10 +13,12 @@ import pytest
 import tasks.write as write_module
 from flows.cli import main
 from flows.demo import sample_objects
-from flows.ingest import ingest_articles
+from flows.ingest import SUMMARY_FILES, RunSummary, ingest_articles
+from tasks.batch import Batch
 from tasks.settings import Settings
 from tasks.snapshot import snapshot_paths
 from tasks.storage import OutputRoot
+from tasks.write import WriteReport
 from tests.conftest import SHARED, read_snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -52,6 +54,7 @@ def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)), "an input ended in two places"
     assert {key for key, _ in keys} == set(objects), "an input object vanished"
     assert summary["objects_new"] == summary["objects_listed"] == len(objects)
+    assert summary["objects_written"] == len(objects)
     assert summary["articles"] == len(articles) and summary["rejects"] == len(rejects)
 
     by_key = {(a["object_key"], a["line_number"]): a for a in articles}
@@ -296,3 +299,14 @@ def test_demo_finds_the_seed_beside_the_working_checkout(
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert find_seed_article() == seed
+
+
+def test_the_summary_counts_every_file_but_names_only_the_first() -> None:
+    """The summary is the flow's return value: it must not grow with the run."""
+    summary = RunSummary(input="s3://in", output="/lake")
+    for number in range(SUMMARY_FILES):  # two files a batch: twice the names kept
+        files = [f"articles/part-{number}.parquet", f"rejects/part-{number}.parquet"]
+        summary.add(Batch(str(number), [], []), WriteReport(str(number), 1, 1, 0, files))
+    assert (summary.objects_written, summary.files_written) == (SUMMARY_FILES, 2 * SUMMARY_FILES)
+    assert len(summary.first_files) == SUMMARY_FILES
+    assert summary.first_files[:2] == ["articles/part-0.parquet", "rejects/part-0.parquet"]
