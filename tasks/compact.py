@@ -183,7 +183,7 @@ def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
             for source in compaction.sources
         ]
     )
-    write_snapshot(root, _swap(root, compaction, table, ledger))
+    write_snapshot(root, _swap(root, compaction, table, ledger), ledger=ledger)
     return table.num_rows
 
 

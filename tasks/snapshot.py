@@ -14,11 +14,11 @@ written (a crash between a retirement and its snapshot must not start the clock)
 that a read that started from the previous snapshot can finish; `collect_retired`
 deletes them after that.
 
-A run lists the lake once, when it starts (a crash may have left the snapshot behind a
-publish); after that each publish and each compaction applies what it changed
-(`LakeChange`) to the previous snapshot, so writing one costs in proportion to the
-change, not to the lake: listing 10,000 files on S3 took about 2 s, a batch's share of a
-run.
+Each publish and each compaction applies what it changed (`LakeChange`) to the previous
+snapshot, so writing one costs in proportion to the change, not to the lake: listing
+10,000 files on S3 took about 2 s, a batch's share of a run. A run lists the lake only
+when it starts after a crash that cut a publish short, which the ledger shows: the
+snapshot records how many commits it reflects.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tasks.ledger import Ledger
 from tasks.schema import SNAPSHOT_SCHEMA, as_utc
 from tasks.storage import OutputRoot, write_atomically
 
@@ -40,6 +41,8 @@ from tasks.storage import OutputRoot, write_atomically
 ARTICLES_DIR = "articles"
 REJECTS_DIR = "rejects"
 SNAPSHOT_FILE = "_snapshot.parquet"
+# Key of the snapshot's Parquet metadata: how many ledger commits it reflects.
+_LEDGER_COMMITS = b"newsflow.ledger_commits"
 RETIRED_DIR = "_retired"
 
 
@@ -174,9 +177,15 @@ def _latest_retirements(retirements: list[Retirement]) -> dict[str, datetime]:
     return retired
 
 
-def _previous_snapshot(root: OutputRoot) -> dict[str, DataFile] | None:
-    """The current snapshot's files by relative path; None if there is none, or if it
-    names files outside this root (the lake was moved), so that it is listed afresh."""
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    files: dict[str, DataFile]  # by relative path
+    ledger_commits: int | None  # the ledger's commits it reflects, when its writer knew
+
+
+def _previous_snapshot(root: OutputRoot) -> _Snapshot | None:
+    """The current snapshot; None if there is none, or if it names files outside this
+    root (the lake was moved), so that it is listed afresh."""
     try:
         table = pq.read_table(root.path(SNAPSHOT_FILE), filesystem=root.filesystem)
     except FileNotFoundError:
@@ -190,7 +199,8 @@ def _previous_snapshot(root: OutputRoot) -> dict[str, DataFile] | None:
             return None
         relative = path.removeprefix(prefix)
         files[relative] = DataFile(relative, size)
-    return files
+    commits = (table.schema.metadata or {}).get(_LEDGER_COMMITS)
+    return _Snapshot(files, int(commits) if commits else None)
 
 
 def _changed_files(
@@ -208,22 +218,31 @@ def _changed_files(
     return sorted(current.values(), key=lambda f: f.relative)
 
 
-def write_snapshot(root: OutputRoot, change: LakeChange | None = None) -> list[DataFile]:
+def write_snapshot(
+    root: OutputRoot, change: LakeChange | None = None, *, ledger: Ledger | None = None
+) -> list[DataFile]:
     """Replace the snapshot with the lake's current data files, in one step; then start
     the retention of the files retired since the last one.
 
-    With `change`, the caller (under the lease) has written every change since the last
-    snapshot into it, and the snapshot is the last one with `change` applied. Without it,
-    the lake is listed: at the start of a run, when a crash may have left the snapshot
-    behind a publish or a retirement.
+    With `change`, the caller (under the lease) has put every change since the last
+    snapshot in it, and the snapshot is the last one with `change` applied. Without it,
+    at the start of a run, the lake is listed, unless the last snapshot reflects all of
+    `ledger`'s commits: every change to the lake follows a commit (a batch's or a
+    compaction's), so a crash that cut a publish short leaves a commit the snapshot does
+    not count. With `ledger`, the snapshot records its number of commits for that test.
     """
-    previous = None if change is None else _previous_snapshot(root)
-    if change is None or previous is None:
+    previous = _previous_snapshot(root)
+    if previous is not None and change is not None:
+        retirements = change.retirements
+        files = _changed_files(root, previous.files, change)
+    elif previous is not None and ledger is not None and previous.ledger_commits == ledger.commits:
+        # Current; only the retention of files it left out may not have started (a crash
+        # between writing it and the next lines).
+        retirements = _retirements(root)
+        files = sorted(previous.files.values(), key=lambda f: f.relative)
+    else:
         retirements = _retirements(root)
         files = data_files(root, retirements)
-    else:
-        retirements = change.retirements
-        files = _changed_files(root, previous, change)
     table = pa.Table.from_pydict(
         {
             "path": [locator(root, f.relative) for f in files],
@@ -232,6 +251,8 @@ def write_snapshot(root: OutputRoot, change: LakeChange | None = None) -> list[D
         },
         schema=SNAPSHOT_SCHEMA,
     )
+    if ledger is not None:
+        table = table.replace_schema_metadata({_LEDGER_COMMITS: str(ledger.commits)})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     write_atomically(root, root.path(SNAPSHOT_FILE), buffer.getvalue())

@@ -185,7 +185,7 @@ def write_batch(
     """Write and commit one batch, then show it to snapshot readers; retried because S3
     writes fail transiently."""
     report = write_batch_files(root, batch, refs, ledger)
-    write_snapshot(root, report.change)
+    write_snapshot(root, report.change, ledger=ledger)
     get_run_logger().info(
         "batch %s: committed %d objects as %d articles and %d rejects in %d files",
         report.batch_id,

@@ -73,6 +73,12 @@ KILL_POINTS: list[tuple[str, dict[str, Any]]] = [
     ("lease renewal after a batch", at_call("tasks.ledger.Lease.renew", 1)),
     ("all written, lease still held", at_call("tasks.ledger.Lease.release", 1)),
     ("after the run, artifacts", at_call("flows.ingest._publish_artifacts", 1)),
+    # Last: the run before finished, so the objects this step changes were in the lake,
+    # and replacing them retires files.
+    (
+        "snapshot replaced, retention not started",
+        at_line("tasks.snapshot.write_snapshot", "record.publish(root)"),
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+import tasks.snapshot as snapshot_module
 import tasks.write as write_module
 from tasks.batch import Batch
 from tasks.fetch import ObjectRef, batch_id_for
@@ -44,14 +45,17 @@ def commit(root: OutputRoot, *versions: tuple[str, str, str]) -> None:
     """What the write task does: write the batch, then the snapshot from the previous one
     and the batch's changes, which must name the files a listing of the lake finds."""
     batch, refs = make_batch(*versions)
-    report = write_batch_files(root, batch, refs, Ledger.load(root))
-    assert write_snapshot(root, report.change) == data_files(root)
+    ledger = Ledger.load(root)
+    report = write_batch_files(root, batch, refs, ledger)
+    assert write_snapshot(root, report.change, ledger=ledger) == data_files(root)
 
 
 def recover(root: OutputRoot) -> list[str]:
-    """What a run does first: finish or discard what a crash left, then the snapshot."""
-    recovered = recover_output(root, Ledger.load(root))
-    write_snapshot(root)
+    """What a run does first: finish or discard what a crash left, then the snapshot,
+    which must name the files a listing of the lake finds."""
+    ledger = Ledger.load(root)
+    recovered = recover_output(root, ledger)
+    assert write_snapshot(root, ledger=ledger) == data_files(root)
     return recovered
 
 
@@ -265,3 +269,53 @@ def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -
         stream.write(b'{"owner": "someone else, another format"}')
     with pytest.raises(LeaseUnavailable, match="waited 0s"):
         Lease(root, Settings(lease_wait_seconds=0), "me").acquire()
+
+
+def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
+    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot counts the commits it reflects. A run's start reuses one that counts
+    all of the ledger's, without listing (a file written behind the lease's back stays
+    out), and lists the lake when a commit is missing from it."""
+    commit(root, ("in/a/1.txt", "e1", "one"))
+    stray = "articles/source=a/date=2026-11-01/part-stray.parquet"
+    pq.write_table(
+        pq.read_table(snapshot_files(root)[0], filesystem=root.filesystem),
+        root.path(stray),
+        filesystem=root.filesystem,
+    )
+    write_snapshot(root, ledger=Ledger.load(root))
+    assert root.path(stray) not in snapshot_files(root)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed after the commit, before the publish")
+
+    monkeypatch.setattr(write_module, "publish_batch", crash)
+    with pytest.raises(SystemExit):
+        commit(root, ("in/a/2.txt", "e2", "two"))
+    monkeypatch.undo()
+    write_snapshot(root, ledger=Ledger.load(root))
+    assert root.path(stray) in snapshot_files(root)
+
+
+def test_a_reused_snapshot_starts_the_retention_a_crash_left_unstarted(
+    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between writing a snapshot and starting the retention of the files it
+    left out: the next run's start, though it lists nothing, starts it."""
+    commit(root, ("in/a/1.txt", "e1", "first version"), ("in/a/2.txt", "e2", "kept"))
+    [original] = snapshot_files(root)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed before the retention started")
+
+    monkeypatch.setattr(snapshot_module.Retirement, "publish", crash)
+    with pytest.raises(SystemExit):
+        commit(root, ("in/a/1.txt", "e1b", "second version"))
+    monkeypatch.undo()
+    assert original not in snapshot_files(root)
+    assert collect_retired(root, retention_seconds=0) == 0, "retention not started"
+
+    write_snapshot(root, ledger=Ledger.load(root))
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
