@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,16 +127,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `prefect server` process on 127.0.0.1 with its own home and database.
-
-    Returns its API URL. For tests that drive deployments, workers, automations and
-    subprocess runs; in-process flow tests use the lighter `prefect_api` harness.
-    """
+@contextmanager
+def running_prefect_server(home: Path) -> Iterator[str]:
+    """A real `prefect server` process on 127.0.0.1 with its database in `home`; yields
+    its API URL."""
     import httpx
 
-    home = tmp_path_factory.mktemp("prefect-server-home")
     port = free_port()
     environment = {
         **os.environ,
@@ -180,3 +177,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's real `prefect server`, for tests that drive deployments, workers,
+    automations and subprocess runs; in-process flow tests use the lighter `prefect_api`
+    harness."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as url:
+        yield url
