@@ -330,8 +330,6 @@ def snapshot_update(files: int, client: Any) -> dict[str, float]:
     the previous snapshot (what each publish does)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.ledger import Ledger
-    from tasks.schema import LEDGER_SCHEMA
     from tasks.settings import Settings
     from tasks.snapshot import LakeChange, write_snapshot
     from tasks.storage import OutputRoot
@@ -348,18 +346,17 @@ def snapshot_update(files: int, client: Any) -> dict[str, float]:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put, [f"{p}/part-{n:012x}.parquet" for n, p in enumerate(partitions)]))
     root = OutputRoot.open(f"s3://{bucket}/lake", Settings())
-    ledger = Ledger(LEDGER_SCHEMA.empty_table())
     started = time.perf_counter()
-    write_snapshot(root, ledger=ledger)
+    write_snapshot(root)
     figures = {"files": files, "listed_seconds": time.perf_counter() - started}
     started = time.perf_counter()
-    write_snapshot(root, ledger=ledger)
+    write_snapshot(root)
     figures["reused_seconds"] = time.perf_counter() - started
     added = [f"articles/source=new/date=2026-02-01/part-{n:012x}.parquet" for n in range(30)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put, added))
     started = time.perf_counter()
-    written = write_snapshot(root, LakeChange(added), ledger=ledger)
+    written = write_snapshot(root, LakeChange(added))
     figures["changed_seconds"] = time.perf_counter() - started
     assert len(written) == files + len(added)
     return figures

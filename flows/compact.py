@@ -51,7 +51,7 @@ def compact_lake(output_uri: str) -> dict[str, Any]:
         summary["recovered_batches"] = len(recover_output(root, ledger))
         summary["rows_moved"] = 0
         # The snapshot is refreshed first: a crashed run may have left it behind the lake.
-        planned = plan(write_snapshot(root, ledger=ledger), settings.compact_target_bytes)
+        planned = plan(write_snapshot(root), settings.compact_target_bytes)
         for partition, group in groupby(planned, key=lambda c: posixpath.dirname(c.merged)):
             compactions = list(group)
             summary["rows_moved"] += compact_partition(root, partition, compactions, ledger)

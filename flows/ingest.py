@@ -268,7 +268,7 @@ def ingest_articles(
                 "recovered %d batches left by an interrupted run", summary.recovered_batches
             )
         collect_retired(root, settings.retired_file_seconds)
-        write_snapshot(root, ledger=ledger)  # listed if a crash cut a publish short
+        write_snapshot(root)  # the lake is listed if a crash cut a publish short
         logger.info("%d objects already in the lake at %s", len(ledger), root.uri)
 
         def write_oldest(

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from tasks.ledger import Ledger, commit_ledger, current_versions
 from tasks.schema import LEDGER_SCHEMA
-from tasks.snapshot import DataFile, LakeChange, retire, write_snapshot
+from tasks.snapshot import DataFile, LakeChange, expect_change, retire, write_snapshot
 from tasks.storage import OutputRoot, write_atomically
 
 COMPACTING_DIR = "_compacting"
@@ -183,7 +183,8 @@ def compact(root: OutputRoot, compaction: Compaction, ledger: Ledger) -> int:
             for source in compaction.sources
         ]
     )
-    write_snapshot(root, _swap(root, compaction, table, ledger), ledger=ledger)
+    expect_change(root)
+    write_snapshot(root, _swap(root, compaction, table, ledger))
     return table.num_rows
 
 

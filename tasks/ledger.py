@@ -125,9 +125,6 @@ class Ledger:
         # "which listed objects are new" at O(log n) each, with 16 bytes per recorded object.
         self._current = sorted_fingerprints(current_versions(table))
         self._batches = set(table.column("batch_id").to_pylist())
-        # Commits so far (a batch id commits again when its objects come back to the
-        # same versions, at another time): a snapshot that reflects as many is current.
-        self.commits = table.group_by(["batch_id", "committed_at"]).aggregate([]).num_rows
 
     @classmethod
     def load(cls, root: OutputRoot) -> Ledger:
@@ -172,12 +169,10 @@ class Ledger:
         return found
 
     def record(self, rows: pa.Table) -> None:
-        """Add the rows of one commit of this run. The fingerprint index is left as loaded:
-        a run lists each key once, so its own commits never need to be looked up as
-        'already done'."""
+        """Add rows this run committed. The fingerprint index is left as loaded: a run lists
+        each key once, so its own commits never need to be looked up as 'already done'."""
         self.table = pa.concat_tables([self.table, rows])
         self._batches.update(rows.column("batch_id").to_pylist())
-        self.commits += 1
 
 
 def commit_ledger(

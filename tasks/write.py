@@ -38,7 +38,7 @@ from tasks.compact import rewrite_without
 from tasks.fetch import ObjectRef
 from tasks.ledger import Ledger, commit_ledger
 from tasks.schema import LEDGER_SCHEMA, PARTITION_SCHEMA, articles_table, rejects_table
-from tasks.snapshot import ARTICLES_DIR, REJECTS_DIR, LakeChange, write_snapshot
+from tasks.snapshot import ARTICLES_DIR, REJECTS_DIR, LakeChange, expect_change, write_snapshot
 from tasks.storage import OutputRoot
 
 STAGING_DIR = "_staging"
@@ -103,8 +103,9 @@ def _ledger_rows(
 
 def publish_batch(root: OutputRoot, batch_id: str, ledger: Ledger) -> LakeChange:
     """Step 3; idempotent, so recovery can run it again after a crash at any point.
-    Returns what it changed, for the snapshot: complete when staging was, which recovery
-    cannot rely on (a crash may have moved some files already), so it lists the lake."""
+    Returns what it changed, for the snapshot: complete when staging was. After a crash
+    some files may have moved already, so recovery ignores it, and the run's first
+    snapshot lists the lake (the crash left `_snapshot.pending`)."""
     staging = root.path(STAGING_DIR, batch_id)
     selector = pafs.FileSelector(staging, recursive=True, allow_not_found=True)
     change = LakeChange()
@@ -131,7 +132,7 @@ def recover_output(root: OutputRoot, ledger: Ledger) -> list[str]:
         if info.type != pafs.FileType.Directory:
             continue
         if ledger.is_committed(info.base_name):
-            publish_batch(root, info.base_name, ledger)
+            publish_batch(root, info.base_name, ledger)  # its change: see publish_batch
         else:
             root.delete_tree(info.path)
         recovered.append(info.base_name)
@@ -142,6 +143,7 @@ def write_batch_files(
     root: OutputRoot, batch: Batch, refs: list[ObjectRef], ledger: Ledger
 ) -> WriteReport:
     """Stage, commit and publish one batch (see the module docstring)."""
+    expect_change(root)  # before the commit: a batch committed is a batch published
     now = datetime.now(UTC)
     staging = root.path(STAGING_DIR, batch.batch_id)
     root.delete_tree(staging)
@@ -185,7 +187,7 @@ def write_batch(
     """Write and commit one batch, then show it to snapshot readers; retried because S3
     writes fail transiently."""
     report = write_batch_files(root, batch, refs, ledger)
-    write_snapshot(root, report.change, ledger=ledger)
+    write_snapshot(root, report.change)
     get_run_logger().info(
         "batch %s: committed %d objects as %d articles and %d rejects in %d files",
         report.batch_id,

@@ -8,6 +8,7 @@ A server of its own: the session's server has the same deployment names served b
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,29 +71,29 @@ def test_deployed_to_a_process_pool_a_worker_runs_the_sweep(
     _run([sys.executable, "-m", "prefect", "work-pool", "create", POOL, "--type", "process"], env)
     deploy = ["deploy", "--pool", POOL, "--input", f"s3://{bucket}/in/", "--output", str(lake)]
     _run([sys.executable, "-m", "flows.cli", *deploy], env)
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with _client(pool_server) as client:
-            deployment = client.read_deployment_by_name("ingest-articles/sweep")
-            assert deployment.work_pool_name == POOL
-            flow_run = client.create_flow_run_from_deployment(deployment.id)
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its group holds the flow-run process it starts
+        )
+        try:
+            with _client(pool_server) as client:
+                deployment = client.read_deployment_by_name("ingest-articles/sweep")
+                assert deployment.work_pool_name == POOL
+                flow_run = client.create_flow_run_from_deployment(deployment.id)
 
-            def finished() -> Any:
-                state = client.read_flow_run(flow_run.id).state
-                return state if state and state.is_final() else None
+                def finished() -> Any:
+                    state = client.read_flow_run(flow_run.id).state
+                    return state if state and state.is_final() else None
 
-            state = wait_until(finished, 180, f"the worker's run (see {tmp_path / 'worker.log'})")
-        assert state.type == StateType.COMPLETED, state
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
+                state = wait_until(finished, 180, f"the worker's run (see {log.name})")
+            assert state.type == StateType.COMPLETED, state
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
 
     root = OutputRoot.open(str(lake), Settings())
     rows = read_snapshot(root, "articles", ["object_key", "source"])

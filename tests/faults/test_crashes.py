@@ -79,6 +79,7 @@ KILL_POINTS: list[tuple[str, dict[str, Any]]] = [
         "snapshot replaced, retention not started",
         at_line("tasks.snapshot.write_snapshot", "record.publish(root)"),
     ),
+    ("snapshot replaced, still pending", at_line("tasks.snapshot.write_snapshot", "PENDING_FILE")),
 ]
 
 

@@ -14,6 +14,7 @@ from tasks.snapshot import (
     LakeChange,
     collect_retired,
     data_files,
+    expect_change,
     retire,
     snapshot_paths,
     write_snapshot,
@@ -75,6 +76,7 @@ def test_retention_starts_with_the_first_snapshot_without_the_file(tmp_path: Pat
     old, merged = f"{PARTITION}/part-c.parquet", f"{PARTITION}/part-compact-3.parquet"
     _write(root, old, 2)
     write_snapshot(root)
+    expect_change(root)  # what a compaction does first
     _write(root, merged, 2)
     retire(root, "compact-3", [old])  # ... and the process is killed here
 
@@ -104,8 +106,8 @@ def test_a_change_is_applied_to_the_previous_snapshot_without_listing_the_lake(
     tmp_path: Path,
 ) -> None:
     """A publish names what it wrote and retired; the lake is not listed again, so a
-    file nobody reported (here written behind the lease's back) stays out until the next
-    run's listing."""
+    file nobody reported (here written behind the lease's back) stays out until a run
+    starts after a crash and lists it."""
     root = OutputRoot.open(str(tmp_path), Settings())
     old, kept = f"{PARTITION}/part-e.parquet", f"{PARTITION}/part-f.parquet"
     _write(root, old, 1)
@@ -122,6 +124,9 @@ def test_a_change_is_applied_to_the_previous_snapshot_without_listing_the_lake(
     assert collect_retired(root, retention_seconds=0) == 1, "the retention has started"
     assert not Path(root.path(old)).exists()
 
+    write_snapshot(root)  # a run's start: nothing pending, nothing listed
+    assert snapshot_paths(root) == [root.path(kept), root.path(new)]
+    expect_change(root)  # a change that a crash cut short
     write_snapshot(root)
     assert snapshot_paths(root) == [root.path(p) for p in (kept, new, unreported)]
 

@@ -45,17 +45,15 @@ def commit(root: OutputRoot, *versions: tuple[str, str, str]) -> None:
     """What the write task does: write the batch, then the snapshot from the previous one
     and the batch's changes, which must name the files a listing of the lake finds."""
     batch, refs = make_batch(*versions)
-    ledger = Ledger.load(root)
-    report = write_batch_files(root, batch, refs, ledger)
-    assert write_snapshot(root, report.change, ledger=ledger) == data_files(root)
+    report = write_batch_files(root, batch, refs, Ledger.load(root))
+    assert write_snapshot(root, report.change) == data_files(root)
 
 
 def recover(root: OutputRoot) -> list[str]:
     """What a run does first: finish or discard what a crash left, then the snapshot,
     which must name the files a listing of the lake finds."""
-    ledger = Ledger.load(root)
-    recovered = recover_output(root, ledger)
-    assert write_snapshot(root, ledger=ledger) == data_files(root)
+    recovered = recover_output(root, Ledger.load(root))
+    assert write_snapshot(root) == data_files(root)
     return recovered
 
 
@@ -274,9 +272,8 @@ def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -
 def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
     root: OutputRoot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The snapshot counts the commits it reflects. A run's start reuses one that counts
-    all of the ledger's, without listing (a file written behind the lease's back stays
-    out), and lists the lake when a commit is missing from it."""
+    """A run's start keeps the snapshot as it is (a file written behind the lease's back
+    stays out: nothing was listed), unless a publish left `_snapshot.pending` behind."""
     commit(root, ("in/a/1.txt", "e1", "one"))
     stray = "articles/source=a/date=2026-11-01/part-stray.parquet"
     pq.write_table(
@@ -284,7 +281,7 @@ def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
         root.path(stray),
         filesystem=root.filesystem,
     )
-    write_snapshot(root, ledger=Ledger.load(root))
+    write_snapshot(root)
     assert root.path(stray) not in snapshot_files(root)
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -294,15 +291,37 @@ def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
     with pytest.raises(SystemExit):
         commit(root, ("in/a/2.txt", "e2", "two"))
     monkeypatch.undo()
-    write_snapshot(root, ledger=Ledger.load(root))
+    assert len(recover(root)) == 1
     assert root.path(stray) in snapshot_files(root)
 
 
-def test_a_reused_snapshot_starts_the_retention_a_crash_left_unstarted(
+def test_a_crash_in_the_publish_of_a_batch_met_again_is_listed_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects back at earlier versions commit a batch id (and ledger file name) again;
+    a crash in that publish still makes the next run list the lake. (Local, like the
+    test of versions coming back.)"""
+    root = OutputRoot.open(str(tmp_path / "lake"), Settings())
+    commit(root, ("in/a/1.txt", "x1", "X one"))
+    commit(root, ("in/a/1.txt", "x2", "X two"))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed after the commit, before the publish")
+
+    monkeypatch.setattr(write_module, "publish_batch", crash)
+    with pytest.raises(SystemExit):
+        commit(root, ("in/a/1.txt", "x1", "X one"))
+    monkeypatch.undo()
+    assert rows(root) == {"in/a/1.txt": "X two"}
+    assert len(recover(root)) == 1
+    assert rows(root) == {"in/a/1.txt": "X one"}
+
+
+def test_the_retention_a_crash_left_unstarted_starts_with_the_next_snapshot(
     root: OutputRoot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed between writing a snapshot and starting the retention of the files it
-    left out: the next run's start, though it lists nothing, starts it."""
+    left out: the next run's first snapshot starts it."""
     commit(root, ("in/a/1.txt", "e1", "first version"), ("in/a/2.txt", "e2", "kept"))
     [original] = snapshot_files(root)
 
@@ -316,6 +335,6 @@ def test_a_reused_snapshot_starts_the_retention_a_crash_left_unstarted(
     assert original not in snapshot_files(root)
     assert collect_retired(root, retention_seconds=0) == 0, "retention not started"
 
-    write_snapshot(root, ledger=Ledger.load(root))
+    recover(root)
     assert collect_retired(root, retention_seconds=0) == 1
     assert rows(root) == {"in/a/1.txt": "second version", "in/a/2.txt": "kept"}
