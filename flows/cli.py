@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
+    """A run's summary as `newsflow run` and `newsflow demo` print it."""
     print()
     print(f"input   {summary['input']}")
     print(f"output  {summary['output']}")
@@ -61,7 +62,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        _print_summary(summary)
+        print_summary(summary)
     return 0
 
 

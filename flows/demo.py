@@ -82,7 +82,7 @@ def start_local_s3() -> str:
 def run_demo(output: str) -> None:
     import duckdb
 
-    from flows.cli import _print_summary
+    from flows.cli import print_summary
     from flows.ingest import ingest_articles
 
     endpoint = start_local_s3()
@@ -97,7 +97,7 @@ def run_demo(output: str) -> None:
     print(f"uploaded {len(objects)} objects to s3://{DEMO_BUCKET}/{DEMO_PREFIX} at {endpoint}")
 
     summary = ingest_articles(input_uri=f"s3://{DEMO_BUCKET}/{DEMO_PREFIX}", output_uri=output)
-    _print_summary(summary)
+    print_summary(summary)
 
     lake = Path(output).resolve()
     snapshot = f"""
