@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
+from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above, workers_started_early
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
@@ -296,15 +296,19 @@ def ingest_articles(
 
         refs = list_objects(client, location, keys, settings.fetch_concurrency)
         batches = new_object_batches(refs, ledger, summary, settings, reprocess)
-        first = next(batches, None)
-        if first is not None:  # most sweeps find nothing new: no workers, no task runner
+        head = list(islice(batches, 2))
+        if head:  # most sweeps find nothing new: no workers, no task runner
+            # One small batch (a run an upload triggered, say) is done sooner here than
+            # by workers that have yet to start.
+            few = len(head) == 1 and len(head[0]) < settings.workers_min_objects
+            in_workers = not on_dask and (not few or workers_started_early(settings))
             with (
-                stage_pool(settings, enabled=not on_dask) as pool,
+                stage_pool(settings, enabled=in_workers) as pool,
                 task_runner(settings) as runner,
             ):
                 in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
                 stages: list[PrefectFuture[Batch]] = []
-                for batch_refs in chain([first], batches):
+                for batch_refs in chain(head, batches):
                     summary.objects_new += len(batch_refs)
                     stages = submit_stages(
                         runner,

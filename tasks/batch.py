@@ -267,13 +267,19 @@ def start_workers_early(settings: Settings) -> None:
         _early_pools[settings.workers] = StagePool(settings.workers)
 
 
+def workers_started_early(settings: Settings) -> bool:
+    """Whether this process has the run's workers started already: paid for, so worth
+    using even for a few objects."""
+    return settings.workers in _early_pools
+
+
 @contextmanager
 def stage_pool(settings: Settings, *, enabled: bool = True) -> Iterator[StagePool | None]:
     """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
     They start at once, in the background, while the first batch is fetched.
-    `enabled=False` (a Dask cluster supplies the processes) or one worker runs stages in
-    the calling process.
+    `enabled=False` (a Dask cluster supplies the processes, or a run of a few objects does
+    not pay for starting them) or one worker runs stages in the calling process.
     """
     if not enabled or settings.workers <= 1:
         yield None

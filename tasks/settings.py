@@ -27,6 +27,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Processes for the CPU-bound stages; 1 runs them in the flow's process.",
     )
+    workers_min_objects: int = Field(
+        100,
+        ge=0,
+        description="A run with fewer new objects (one batch) processes them in the "
+        "flow's process unless its workers are started already: starting them costs ~3 s "
+        "of CPU and ~2 s before the first article, more than they save on a few objects.",
+    )
     batches_in_flight: int = Field(
         2,
         ge=1,

@@ -100,3 +100,39 @@ def test_a_run_with_nothing_new_starts_no_workers(
     again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
     assert (first["articles"], again["objects_listed"], again["objects_new"]) == (1, 1, 0)
     assert len(pools) == 1
+
+
+def test_a_run_of_a_few_objects_processes_them_without_starting_workers(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run an upload triggers has one object or a few: starting workers would cost more
+    than it saves. From `workers_min_objects` on, or in a second batch, they start."""
+    for n in range(3):
+        body = f"Dock workers at pier {n} in Rotterdam ended their strike on Monday after a night of talks."
+        s3.put_object(Bucket=bucket, Key=f"in/s/{n}.txt", Body=body.encode())
+    monkeypatch.setenv("NEWSFLOW_WORKERS", "2")
+    pools: list[bool] = []
+    real_stage_pool = ingest_module.stage_pool
+
+    def recorded_stage_pool(settings: Settings, *, enabled: bool) -> Any:
+        pools.append(enabled)
+        return real_stage_pool(settings, enabled=enabled)
+
+    monkeypatch.setattr(ingest_module, "stage_pool", recorded_stage_pool)
+    few = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(tmp_path / "few"))
+    monkeypatch.setenv("NEWSFLOW_WORKERS_MIN_OBJECTS", "3")
+    enough = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(tmp_path / "enough"))
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "2")
+    monkeypatch.setenv("NEWSFLOW_WORKERS_MIN_OBJECTS", "100")
+    batches = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(tmp_path / "two"))
+    assert pools == [False, True, True]
+    assert few["articles"] == enough["articles"] == batches["articles"] == 3
+    for output in ("enough", "two"):
+        assert article_rows(tmp_path / output) == article_rows(tmp_path / "few")
+
+
+def article_rows(output: Path) -> list[dict]:
+    """The articles, without what depends on the run and its batches."""
+    table = ds.dataset(output / "articles", format="parquet", partitioning="hive").to_table()
+    rows = table.drop_columns([*_RUN_COLUMNS, "batch_id"]).to_pylist()
+    return sorted(rows, key=lambda r: r["object_key"])
