@@ -296,11 +296,17 @@ def ingest_articles(
 
         refs = list_objects(client, location, keys, settings.fetch_concurrency)
         batches = new_object_batches(refs, ledger, summary, settings, reprocess)
-        head = list(islice(batches, 2))
-        if head:  # most sweeps find nothing new: no workers, no task runner
+        first = next(batches, None)
+        if first is not None:  # most sweeps find nothing new: no workers, no task runner
             # One small batch (a run an upload triggered, say) is done sooner here than
             # by workers that have yet to start.
-            few = len(head) == 1 and len(head[0]) < settings.workers_min_objects
+            head = [first]
+            if len(first) < settings.workers_min_objects:
+                # Then it ended the listing unless large objects closed it early, so looking
+                # for a next batch costs nothing (after a full batch it could mean listing
+                # much further before any work starts).
+                head += islice(batches, 1)
+            few = len(head) == 1 and len(first) < settings.workers_min_objects
             in_workers = not on_dask and (not few or workers_started_early(settings))
             with (
                 stage_pool(settings, enabled=in_workers) as pool,
