@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above, workers_started_early
+from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
@@ -298,18 +298,17 @@ def ingest_articles(
         batches = new_object_batches(refs, ledger, summary, settings, reprocess)
         first = next(batches, None)
         if first is not None:  # most sweeps find nothing new: no workers, no task runner
-            # One small batch (a run an upload triggered, say) is done sooner here than
-            # by workers that have yet to start.
-            head = [first]
-            if len(first) < settings.workers_min_objects:
-                # Then it ended the listing unless large objects closed it early, so looking
-                # for a next batch costs nothing (after a full batch it could mean listing
-                # much further before any work starts).
-                head += islice(batches, 1)
-            few = len(head) == 1 and len(first) < settings.workers_min_objects
-            in_workers = not on_dask and (not few or workers_started_early(settings))
+            # A run of one small batch (an upload triggered it, say) needs no workers. A
+            # small first batch ended the listing unless large objects closed it early, so
+            # looking for a second costs nothing; after a full one it could mean listing
+            # much further before any work starts.
+            small = len(first) < settings.workers_min_objects
+            second = next(batches, None) if small else None
+            head = [first] if second is None else [first, second]
             with (
-                stage_pool(settings, enabled=in_workers) as pool,
+                stage_pool(
+                    settings, enabled=not on_dask, few_objects=small and second is None
+                ) as pool,
                 task_runner(settings) as runner,
             ):
                 in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()

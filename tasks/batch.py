@@ -267,24 +267,24 @@ def start_workers_early(settings: Settings) -> None:
         _early_pools[settings.workers] = StagePool(settings.workers)
 
 
-def workers_started_early(settings: Settings) -> bool:
-    """Whether this process has the run's workers started already: paid for, so worth
-    using even for a few objects."""
-    return settings.workers in _early_pools
-
-
 @contextmanager
-def stage_pool(settings: Settings, *, enabled: bool = True) -> Iterator[StagePool | None]:
+def stage_pool(
+    settings: Settings, *, enabled: bool = True, few_objects: bool = False
+) -> Iterator[StagePool | None]:
     """Worker processes for the CPU-bound stages (lxml, langdetect and the rules hold the GIL).
 
     They start at once, in the background, while the first batch is fetched.
-    `enabled=False` (a Dask cluster supplies the processes, or a run of a few objects does
-    not pay for starting them) or one worker runs stages in the calling process.
+    `enabled=False` (a Dask cluster supplies the processes) or one worker runs stages in
+    the calling process; so does a run of `few_objects`, unless its workers were started
+    early: starting them costs ~3 s of CPU and ~2 s before the first article, more than
+    they save on a few objects.
     """
-    if not enabled or settings.workers <= 1:
+    pool = _early_pools.pop(settings.workers, None) if enabled else None
+    if pool is None and enabled and settings.workers > 1 and not few_objects:
+        pool = StagePool(settings.workers)
+    if pool is None:
         yield None
         return
-    pool = _early_pools.pop(settings.workers, None) or StagePool(settings.workers)
     try:
         yield pool
     finally:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -76,13 +76,15 @@ class Retirement:
     published_at: datetime | None
     files: list[str]
 
+    def write(self, root: OutputRoot) -> None:
+        record: dict[str, object] = {"retired_at": self.retired_at.isoformat()}
+        if self.published_at is not None:
+            record["published_at"] = self.published_at.isoformat()
+        write_atomically(root, self.path, json.dumps({**record, "files": self.files}).encode())
+
     def publish(self, root: OutputRoot) -> None:
-        record = {
-            "retired_at": self.retired_at.isoformat(),
-            "published_at": datetime.now(UTC).isoformat(),
-            "files": self.files,
-        }
-        write_atomically(root, self.path, json.dumps(record).encode())
+        """Start the retention: a snapshot without these files is out."""
+        replace(self, published_at=datetime.now(UTC)).write(root)
 
 
 def _retirements(root: OutputRoot) -> list[Retirement]:
@@ -124,8 +126,7 @@ def retire(root: OutputRoot, retire_id: str, files: list[str]) -> Retirement:
     record = Retirement(
         root.path(RETIRED_DIR, f"{retire_id}.json"), datetime.now(UTC), None, sorted(files)
     )
-    body = {"retired_at": record.retired_at.isoformat(), "files": record.files}
-    write_atomically(root, record.path, json.dumps(body).encode())
+    record.write(root)
     return record
 
 

@@ -57,6 +57,19 @@ def recover(root: OutputRoot) -> list[str]:
     return recovered
 
 
+def commit_killed_in(
+    owner: object, name: str, root: OutputRoot, *versions: tuple[str, str, str]
+) -> None:
+    """`commit`, with the process killed where it calls `owner.name`."""
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit(f"killed in {name}")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit):
+        patch.setattr(owner, name, crash)
+        commit(root, *versions)
+
+
 def staged_files(root: OutputRoot) -> list[str]:
     selector = pafs.FileSelector(root.path("_staging"), recursive=True, allow_not_found=True)
     return [info.path for info in root.filesystem.get_file_info(selector)]
@@ -162,18 +175,10 @@ def test_versions_that_come_back_reuse_batch_ids_and_lose_no_row(tmp_path: Path)
     assert rows(root) == {"in/a/1.txt": "X two", "in/a/2.txt": "Y one"}
 
 
-def test_crash_before_commit_is_discarded_and_redone(
-    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_before_commit_is_discarded_and_redone(root: OutputRoot) -> None:
     commit(root, ("in/a/1.txt", "e1", "one"))
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise SystemExit("killed while committing")
-
-    monkeypatch.setattr(write_module, "_ledger_rows", crash)
-    with pytest.raises(SystemExit):
-        commit(root, ("in/a/2.txt", "e2", "two"))
-    monkeypatch.undo()
+    commit_killed_in(write_module, "_ledger_rows", root, ("in/a/2.txt", "e2", "two"))
     assert rows(root) == {"in/a/1.txt": "one"}  # staged files are invisible
     ledger = Ledger.load(root)
     assert recover_output(root, ledger) != []
@@ -182,18 +187,16 @@ def test_crash_before_commit_is_discarded_and_redone(
     assert rows(root) == {"in/a/1.txt": "one", "in/a/2.txt": "two", "in/a/3.txt": "three"}
 
 
-def test_crash_after_commit_is_published_by_recovery(
-    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_after_commit_is_published_by_recovery(root: OutputRoot) -> None:
     commit(root, ("in/a/1.txt", "e1", "old"))
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise SystemExit("killed while publishing")
-
-    monkeypatch.setattr(write_module, "publish_batch", crash)
-    with pytest.raises(SystemExit):
-        commit(root, ("in/a/1.txt", "e2", "new"), ("in/a/2.txt", "e3", "other"))
-    monkeypatch.undo()
+    commit_killed_in(
+        write_module,
+        "publish_batch",
+        root,
+        ("in/a/1.txt", "e2", "new"),
+        ("in/a/2.txt", "e3", "other"),
+    )
     assert rows(root) == {"in/a/1.txt": "old"}
     assert len(recover(root)) == 1
     assert rows(root) == {"in/a/1.txt": "new", "in/a/2.txt": "other"}
@@ -269,9 +272,7 @@ def test_a_foreign_or_torn_lease_file_is_waited_on_not_fatal(root: OutputRoot) -
         Lease(root, Settings(lease_wait_seconds=0), "me").acquire()
 
 
-def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
-    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(root: OutputRoot) -> None:
     """A run's start keeps the snapshot as it is (a file written behind the lease's back
     stays out: nothing was listed), unless a publish left `_snapshot.pending` behind."""
     commit(root, ("in/a/1.txt", "e1", "one"))
@@ -284,20 +285,12 @@ def test_a_run_lists_the_lake_only_when_a_crash_cut_a_publish_short(
     write_snapshot(root)
     assert root.path(stray) not in snapshot_files(root)
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise SystemExit("killed after the commit, before the publish")
-
-    monkeypatch.setattr(write_module, "publish_batch", crash)
-    with pytest.raises(SystemExit):
-        commit(root, ("in/a/2.txt", "e2", "two"))
-    monkeypatch.undo()
+    commit_killed_in(write_module, "publish_batch", root, ("in/a/2.txt", "e2", "two"))
     assert len(recover(root)) == 1
     assert root.path(stray) in snapshot_files(root)
 
 
-def test_a_crash_in_the_publish_of_a_batch_met_again_is_listed_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_crash_in_the_publish_of_a_batch_met_again_is_listed_after(tmp_path: Path) -> None:
     """Objects back at earlier versions commit a batch id (and ledger file name) again;
     a crash in that publish still makes the next run list the lake. (Local, like the
     test of versions coming back.)"""
@@ -305,33 +298,23 @@ def test_a_crash_in_the_publish_of_a_batch_met_again_is_listed_after(
     commit(root, ("in/a/1.txt", "x1", "X one"))
     commit(root, ("in/a/1.txt", "x2", "X two"))
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise SystemExit("killed after the commit, before the publish")
-
-    monkeypatch.setattr(write_module, "publish_batch", crash)
-    with pytest.raises(SystemExit):
-        commit(root, ("in/a/1.txt", "x1", "X one"))
-    monkeypatch.undo()
+    commit_killed_in(write_module, "publish_batch", root, ("in/a/1.txt", "x1", "X one"))
     assert rows(root) == {"in/a/1.txt": "X two"}
     assert len(recover(root)) == 1
     assert rows(root) == {"in/a/1.txt": "X one"}
 
 
 def test_the_retention_a_crash_left_unstarted_starts_with_the_next_snapshot(
-    root: OutputRoot, monkeypatch: pytest.MonkeyPatch
+    root: OutputRoot,
 ) -> None:
     """Killed between writing a snapshot and starting the retention of the files it
     left out: the next run's first snapshot starts it."""
     commit(root, ("in/a/1.txt", "e1", "first version"), ("in/a/2.txt", "e2", "kept"))
     [original] = snapshot_files(root)
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise SystemExit("killed before the retention started")
-
-    monkeypatch.setattr(snapshot_module.Retirement, "publish", crash)
-    with pytest.raises(SystemExit):
-        commit(root, ("in/a/1.txt", "e1b", "second version"))
-    monkeypatch.undo()
+    commit_killed_in(
+        snapshot_module.Retirement, "publish", root, ("in/a/1.txt", "e1b", "second version")
+    )
     assert original not in snapshot_files(root)
     assert collect_retired(root, retention_seconds=0) == 0, "retention not started"
 
