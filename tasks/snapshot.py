@@ -12,7 +12,11 @@ the rows of versions it replaced, writes new files and *retires* the old ones. T
 the next snapshot, and stay on storage for `retired_file_seconds` after that snapshot is
 written (a crash between a retirement and its snapshot must not start the clock), so
 that a read that started from the previous snapshot can finish; `collect_retired`
-deletes them after that.
+deletes them after that. A retirement records each file's size and modification time as
+the store reports them: batch ids are deterministic, so a later batch (an object
+reverted to an earlier version) can write a retired name again, and the file it writes
+is current. Comparing the store's times with each other, not with the writer's clock,
+holds on S3 too, whose times are whole seconds from another clock.
 
 Each publish and each compaction applies what it changed (`LakeChange`) to the previous
 snapshot instead of listing the lake: a read and a write of the snapshot and a stat per
@@ -67,6 +71,37 @@ def locator(root: OutputRoot, relative: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RetiredFile:
+    """A retired file as the store described it: a file written at its path since has
+    another size or time, and is not retired."""
+
+    relative: str
+    bytes: int | None  # None in records of versions before 2026-11-30, which kept...
+    mtime_ns: int | None
+    retired_at: datetime  # ... only this: then the file written no later is retired
+
+    def is_at(self, info: pafs.FileInfo) -> bool:
+        if info.type != pafs.FileType.File:
+            return False
+        if self.bytes is None:
+            return info.mtime is None or as_utc(info.mtime) <= self.retired_at
+        return info.size == self.bytes and _same_time(info.mtime_ns, self.mtime_ns)
+
+
+_NS = 1_000_000_000
+
+
+def _same_time(a: int | None, b: int | None) -> bool:
+    """Equal times, to the second when either is in whole seconds: an S3 HEAD gives
+    seconds, and some S3-compatible stores' listings give milliseconds."""
+    if a is None or b is None:
+        return a == b
+    if a % _NS == 0 or b % _NS == 0:
+        return a // _NS == b // _NS
+    return a == b
+
+
+@dataclass(frozen=True, slots=True)
 class Retirement:
     """One `_retired/<id>.json`: files taken out of the snapshot at `retired_at`, and
     when the first snapshot without them was written (`published_at`; None until then)."""
@@ -74,13 +109,16 @@ class Retirement:
     path: str
     retired_at: datetime
     published_at: datetime | None
-    files: list[str]
+    files: list[RetiredFile]
 
     def write(self, root: OutputRoot) -> None:
         record: dict[str, object] = {"retired_at": self.retired_at.isoformat()}
         if self.published_at is not None:
             record["published_at"] = self.published_at.isoformat()
-        write_atomically(root, self.path, json.dumps({**record, "files": self.files}).encode())
+        record["files"] = [
+            {"path": f.relative, "bytes": f.bytes, "mtime_ns": f.mtime_ns} for f in self.files
+        ]
+        write_atomically(root, self.path, json.dumps(record).encode())
 
     def publish(self, root: OutputRoot) -> None:
         """Start the retention: a snapshot without these files is out."""
@@ -96,12 +134,18 @@ def _retirements(root: OutputRoot) -> list[Retirement]:
         with root.filesystem.open_input_stream(info.path) as stream:
             record = json.loads(stream.read())
         published = record.get("published_at")
+        retired_at = datetime.fromisoformat(record["retired_at"])
         records.append(
             Retirement(
                 info.path,
-                datetime.fromisoformat(record["retired_at"]),
+                retired_at,
                 datetime.fromisoformat(published) if published else None,
-                list(record["files"]),
+                [
+                    RetiredFile(f, None, None, retired_at)
+                    if isinstance(f, str)
+                    else RetiredFile(f["path"], f["bytes"], f["mtime_ns"], retired_at)
+                    for f in record["files"]
+                ],
             )
         )
     return records
@@ -121,20 +165,28 @@ class LakeChange:
 
 
 def retire(root: OutputRoot, retire_id: str, files: list[str]) -> Retirement:
-    """Take `files` (relative paths) out of every later snapshot, from now: recovery
-    repeating it after a crash restarts the retention, which only keeps files longer."""
+    """Take the files now at `files` (relative paths) out of every later snapshot:
+    recovery repeating it after a crash restarts the retention, which only keeps files
+    longer. A path with no file has nothing to retire."""
+    relatives = sorted(files)
+    infos = root.filesystem.get_file_info([root.path(relative) for relative in relatives])
+    retired_at = datetime.now(UTC)
     record = Retirement(
-        root.path(RETIRED_DIR, f"{retire_id}.json"), datetime.now(UTC), None, sorted(files)
+        root.path(RETIRED_DIR, f"{retire_id}.json"),
+        retired_at,
+        None,
+        [
+            RetiredFile(relative, info.size, info.mtime_ns, retired_at)
+            for relative, info in zip(relatives, infos, strict=True)
+            if info.type == pafs.FileType.File
+        ],
     )
     record.write(root)
     return record
 
 
-def _is_retired(info: pafs.FileInfo, retired_at: datetime | None) -> bool:
-    """A retired path holds the retired file only if it was not written since: batch ids
-    are deterministic, so a later batch (an object reverted to an earlier version) can
-    write the same name again, and that file is current."""
-    return retired_at is not None and (info.mtime is None or as_utc(info.mtime) <= retired_at)
+def _is_retired(info: pafs.FileInfo, retired: list[RetiredFile]) -> bool:
+    return any(f.is_at(info) for f in retired)
 
 
 def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
@@ -145,9 +197,9 @@ def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
     for record in _retirements(root):
         if record.published_at is None or record.published_at > deadline:
             continue
-        for relative in record.files:
-            info = root.filesystem.get_file_info(root.path(relative))
-            if info.type == pafs.FileType.File and _is_retired(info, record.retired_at):
+        for retired in record.files:
+            info = root.filesystem.get_file_info(root.path(retired.relative))
+            if retired.is_at(info):
                 root.delete_file(info.path)
                 deleted += 1
         root.delete_file(record.path)  # last: a crash before it only repeats the deletes
@@ -156,7 +208,7 @@ def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
 
 def data_files(root: OutputRoot, retirements: list[Retirement] | None = None) -> list[DataFile]:
     """The lake's current data files: published Parquet files that are not retired."""
-    retired = _latest_retirements(_retirements(root) if retirements is None else retirements)
+    retired = _retired_by_path(_retirements(root) if retirements is None else retirements)
     found = []
     for directory in (ARTICLES_DIR, REJECTS_DIR):
         selector = pafs.FileSelector(root.path(directory), recursive=True, allow_not_found=True)
@@ -165,18 +217,18 @@ def data_files(root: OutputRoot, retirements: list[Retirement] | None = None) ->
             if (
                 info.type == pafs.FileType.File
                 and info.base_name.endswith(".parquet")
-                and not _is_retired(info, retired.get(relative))
+                and not _is_retired(info, retired.get(relative, []))
             ):
                 found.append(DataFile(relative, info.size or 0))
     return sorted(found, key=lambda f: f.relative)
 
 
-def _latest_retirements(retirements: list[Retirement]) -> dict[str, datetime]:
-    """Each retired name's latest retirement: a name retired twice counts from the last."""
-    retired: dict[str, datetime] = {}
+def _retired_by_path(retirements: list[Retirement]) -> dict[str, list[RetiredFile]]:
+    """The retired files at each path: a name written and retired twice has two."""
+    retired: dict[str, list[RetiredFile]] = {}
     for record in retirements:
-        for relative in record.files:
-            retired[relative] = max(record.retired_at, retired.get(relative, record.retired_at))
+        for retired_file in record.files:
+            retired.setdefault(retired_file.relative, []).append(retired_file)
     return retired
 
 
@@ -211,12 +263,12 @@ def _apply_change(
 ) -> list[DataFile]:
     """The previous snapshot without the files `change` retired, with those it wrote:
     what listing the lake would find, given that nothing else wrote since."""
-    retired = _latest_retirements(change.retirements)
+    retired = _retired_by_path(change.retirements)
     current = {relative: f for relative, f in previous.items() if relative not in retired}
     added = sorted(set(change.added))
     infos = root.filesystem.get_file_info([root.path(relative) for relative in added])
     for relative, info in zip(added, infos, strict=True):
-        if info.type == pafs.FileType.File and not _is_retired(info, retired.get(relative)):
+        if info.type == pafs.FileType.File and not _is_retired(info, retired.get(relative, [])):
             current[relative] = DataFile(relative, info.size or 0)
     return sorted(current.values(), key=lambda f: f.relative)
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 
 from tasks.settings import Settings
 from tasks.snapshot import (
     LakeChange,
+    RetiredFile,
     collect_retired,
     data_files,
     expect_change,
@@ -142,3 +148,89 @@ def test_a_snapshot_of_a_moved_lake_is_rebuilt_from_a_listing(tmp_path: Path) ->
 
     write_snapshot(second, LakeChange())
     assert snapshot_paths(second) == [second.path(relative)]
+
+
+def _set_mtime(root: OutputRoot, relative: str, mtime_ns: int) -> None:
+    os.utime(root.path(relative), ns=(mtime_ns, mtime_ns))
+
+
+def test_a_name_written_again_is_current_whatever_time_the_store_gives_it(
+    tmp_path: Path,
+) -> None:
+    """The same batch written again (same size), with a time no later than the
+    retirement's on the writer's clock: what S3's whole seconds or a store's clock behind
+    the writer's give. It is a new file, so it is current."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    reused = f"{PARTITION}/part-j.parquet"
+    _write(root, reused, 2)
+    first_mtime = Path(root.path(reused)).stat().st_mtime_ns
+    retirement = retire(root, "rewrite-j", [reused])
+    _write(root, reused, 2)
+    before_retirement = retirement.retired_at - timedelta(milliseconds=500)
+    _set_mtime(root, reused, int(before_retirement.timestamp() * 1e9) + 1)
+    assert Path(root.path(reused)).stat().st_mtime_ns != first_mtime
+
+    assert reused in _current(root)
+    write_snapshot(root, LakeChange([reused], [retirement]))
+    assert snapshot_paths(root) == [root.path(reused)]
+    assert collect_retired(root, retention_seconds=0) == 0
+    assert Path(root.path(reused)).exists()
+
+
+def test_a_retired_file_stamped_later_than_its_retirement_is_still_retired(
+    tmp_path: Path,
+) -> None:
+    """A store whose clock runs ahead of the writer's stamps a file with a time after the
+    retirement that follows it on the writer's clock: still the retired file."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    old, merged = f"{PARTITION}/part-k.parquet", f"{PARTITION}/part-compact-k.parquet"
+    _write(root, old, 2)
+    _write(root, merged, 2)
+    _set_mtime(root, old, time.time_ns() + 60 * 10**9)
+    write_snapshot(root, LakeChange([merged], [retire(root, "compact-k", [old])]))
+
+    assert _current(root) == {merged}
+    assert snapshot_paths(root) == [root.path(merged)]
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert not Path(root.path(old)).exists()
+
+
+def test_a_retirement_recorded_by_an_older_version_keeps_its_time_rule(tmp_path: Path) -> None:
+    """Records written before sizes and times were kept name paths only: the file there
+    is retired if its time is no later than the retirement's."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    old, rewritten = f"{PARTITION}/part-l.parquet", f"{PARTITION}/part-m.parquet"
+    _write(root, old, 1)
+    _write(root, rewritten, 1)
+    record = Path(root.path("_retired", "old-version.json"))
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        json.dumps({"retired_at": "2026-11-29T12:00:00+00:00", "files": [old, rewritten]})
+    )
+    _set_mtime(root, old, 1_795_000_000 * 10**9)  # 2026-11-18, before the retirement
+    assert _current(root) == {rewritten}
+
+    write_snapshot(root)
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert not Path(root.path(old)).exists() and Path(root.path(rewritten)).exists()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "found", "retired"),
+    [
+        (1_796_000_000_000_000_000, 1_796_000_000_000_000_000, True),  # S3 HEAD and listing
+        (1_796_000_000_000_000_000, 1_796_000_000_250_000_000, True),  # listing in ms
+        (1_796_000_000_000_000_000, 1_796_000_001_000_000_000, False),  # a second later
+        (1_796_000_000_123_456_789, 1_796_000_000_123_456_789, True),  # local, same file
+        (1_796_000_000_123_456_789, 1_796_000_000_123_456_790, False),  # local, written again
+    ],
+)
+def test_retired_files_are_told_apart_at_the_precision_the_store_has(
+    recorded: int, found: int, retired: bool
+) -> None:
+    retired_file = RetiredFile("a.parquet", 100, recorded, datetime(2026, 11, 30, tzinfo=UTC))
+    info = pafs.FileInfo("root/a.parquet", pafs.FileType.File, mtime_ns=found, size=100)
+    assert retired_file.is_at(info) is retired
+    assert not retired_file.is_at(
+        pafs.FileInfo("root/a.parquet", pafs.FileType.File, mtime_ns=found, size=101)
+    )
