@@ -71,21 +71,30 @@ def locator(root: OutputRoot, relative: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class FileStat:
+    """A file's size and modification time as the store reported them."""
+
+    bytes: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class RetiredFile:
-    """A retired file as the store described it: a file written at its path since has
-    another size or time, and is not retired."""
+    """A retired file, known by its `stat` when retired: a file written at its path since
+    differs in size or time, and is current. Without a stat (nothing was at the path, or
+    the record is from a version before 2026-11-30) the file there is retired if it was
+    written no later than `retired_at`, by the store's clock against the writer's."""
 
     relative: str
-    bytes: int | None  # None in records of versions before 2026-11-30, which kept...
-    mtime_ns: int | None
-    retired_at: datetime  # ... only this: then the file written no later is retired
+    stat: FileStat | None
+    retired_at: datetime
 
     def is_at(self, info: pafs.FileInfo) -> bool:
         if info.type != pafs.FileType.File:
             return False
-        if self.bytes is None:
+        if self.stat is None:
             return info.mtime is None or as_utc(info.mtime) <= self.retired_at
-        return info.size == self.bytes and _same_time(info.mtime_ns, self.mtime_ns)
+        return info.size == self.stat.bytes and _same_time(info.mtime_ns, self.stat.mtime_ns)
 
 
 _NS = 1_000_000_000
@@ -104,7 +113,9 @@ def _same_time(a: int | None, b: int | None) -> bool:
 @dataclass(frozen=True, slots=True)
 class Retirement:
     """One `_retired/<id>.json`: files taken out of the snapshot at `retired_at`, and
-    when the first snapshot without them was written (`published_at`; None until then)."""
+    when the first snapshot without them was written (`published_at`; None until then).
+    The stats sit beside the list of paths, which stays as older versions wrote it, so
+    that one rolled back reads the record with its time rule."""
 
     path: str
     retired_at: datetime
@@ -115,9 +126,10 @@ class Retirement:
         record: dict[str, object] = {"retired_at": self.retired_at.isoformat()}
         if self.published_at is not None:
             record["published_at"] = self.published_at.isoformat()
-        record["files"] = [
-            {"path": f.relative, "bytes": f.bytes, "mtime_ns": f.mtime_ns} for f in self.files
-        ]
+        record["files"] = [f.relative for f in self.files]
+        record["stats"] = {
+            f.relative: [f.stat.bytes, f.stat.mtime_ns] for f in self.files if f.stat is not None
+        }
         write_atomically(root, self.path, json.dumps(record).encode())
 
     def publish(self, root: OutputRoot) -> None:
@@ -135,17 +147,13 @@ def _retirements(root: OutputRoot) -> list[Retirement]:
             record = json.loads(stream.read())
         published = record.get("published_at")
         retired_at = datetime.fromisoformat(record["retired_at"])
+        stats = {path: FileStat(*stat) for path, stat in record.get("stats", {}).items()}
         records.append(
             Retirement(
                 info.path,
                 retired_at,
                 datetime.fromisoformat(published) if published else None,
-                [
-                    RetiredFile(f, None, None, retired_at)
-                    if isinstance(f, str)
-                    else RetiredFile(f["path"], f["bytes"], f["mtime_ns"], retired_at)
-                    for f in record["files"]
-                ],
+                [RetiredFile(path, stats.get(path), retired_at) for path in record["files"]],
             )
         )
     return records
@@ -167,7 +175,7 @@ class LakeChange:
 def retire(root: OutputRoot, retire_id: str, files: list[str]) -> Retirement:
     """Take the files now at `files` (relative paths) out of every later snapshot:
     recovery repeating it after a crash restarts the retention, which only keeps files
-    longer. A path with no file has nothing to retire."""
+    longer."""
     relatives = sorted(files)
     infos = root.filesystem.get_file_info([root.path(relative) for relative in relatives])
     retired_at = datetime.now(UTC)
@@ -176,9 +184,12 @@ def retire(root: OutputRoot, retire_id: str, files: list[str]) -> Retirement:
         retired_at,
         None,
         [
-            RetiredFile(relative, info.size, info.mtime_ns, retired_at)
+            RetiredFile(
+                relative,
+                FileStat(info.size, info.mtime_ns) if info.type == pafs.FileType.File else None,
+                retired_at,
+            )
             for relative, info in zip(relatives, infos, strict=True)
-            if info.type == pafs.FileType.File
         ],
     )
     record.write(root)
@@ -191,15 +202,19 @@ def _is_retired(info: pafs.FileInfo, retired: list[RetiredFile]) -> bool:
 
 def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
     """Delete retired files whose retention, counted from the first snapshot without
-    them, has passed; returns how many. Under the lease."""
+    them, has passed; returns how many. Under the lease. A file the snapshot names is
+    never deleted: a name written again with the retired file's size within the same
+    second (on a store with whole-second times) looks like it, and is current."""
     deadline = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    previous = _previous_snapshot(root)
+    named = previous.files if previous is not None else {}
     deleted = 0
     for record in _retirements(root):
         if record.published_at is None or record.published_at > deadline:
             continue
         for retired in record.files:
             info = root.filesystem.get_file_info(root.path(retired.relative))
-            if retired.is_at(info):
+            if retired.is_at(info) and retired.relative not in named:
                 root.delete_file(info.path)
                 deleted += 1
         root.delete_file(record.path)  # last: a crash before it only repeats the deletes

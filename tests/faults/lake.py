@@ -117,9 +117,9 @@ def assert_exactly_once(output: Path, expected: dict[str, str]) -> None:
     on_disk = {p for d in ("articles", "rejects") for p in (output / d).rglob("*.parquet")}
     named = {Path(p) for d in ("articles", "rejects") for p in snapshot_paths(output, d)}
     retired = {
-        output / retired["path"]
+        output / relative
         for record in (output / "_retired").glob("*.json")
-        for retired in json.loads(record.read_text())["files"]
+        for relative in json.loads(record.read_text())["files"]
     }
     assert named <= on_disk, f"the snapshot names missing files: {named - on_disk}"
     assert on_disk - named <= retired, f"files neither current nor retired: {on_disk - named}"

@@ -1,4 +1,4 @@
-"""The snapshot's file list and retirement, on a local lake."""
+"""The snapshot's file list and retirement, on a local lake (and one round trip on S3)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from tasks.settings import Settings
 from tasks.snapshot import (
+    FileStat,
     LakeChange,
     RetiredFile,
     collect_retired,
@@ -228,9 +229,80 @@ def test_a_retirement_recorded_by_an_older_version_keeps_its_time_rule(tmp_path:
 def test_retired_files_are_told_apart_at_the_precision_the_store_has(
     recorded: int, found: int, retired: bool
 ) -> None:
-    retired_file = RetiredFile("a.parquet", 100, recorded, datetime(2026, 11, 30, tzinfo=UTC))
+    retired_file = RetiredFile(
+        "a.parquet", FileStat(100, recorded), datetime(2026, 11, 30, tzinfo=UTC)
+    )
     info = pafs.FileInfo("root/a.parquet", pafs.FileType.File, mtime_ns=found, size=100)
     assert retired_file.is_at(info) is retired
     assert not retired_file.is_at(
         pafs.FileInfo("root/a.parquet", pafs.FileType.File, mtime_ns=found, size=101)
     )
+
+
+def test_a_name_written_again_that_looks_retired_is_never_deleted_while_named(
+    tmp_path: Path,
+) -> None:
+    """On a store with whole-second times, the same content written again within the
+    second of the file it replaces has the retired file's size and time: a later change
+    puts it in the snapshot, and the retention must not delete it from under readers."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    reused = f"{PARTITION}/part-n.parquet"
+    _write(root, reused, 2)
+    whole_second = 1_796_000_000 * 10**9
+    _set_mtime(root, reused, whole_second)
+    write_snapshot(root, LakeChange([], [retire(root, "rewrite-n", [reused])]))
+    assert snapshot_paths(root) == []
+
+    _write(root, reused, 2)
+    _set_mtime(root, reused, whole_second + 400_000_000)
+    write_snapshot(root, LakeChange([reused], []))
+    assert snapshot_paths(root) == [root.path(reused)]
+    assert collect_retired(root, retention_seconds=0) == 0
+    assert Path(root.path(reused)).exists()
+
+
+def test_a_retirement_names_its_paths_as_older_versions_read_them(tmp_path: Path) -> None:
+    """A version rolled back reads `files` as paths, with its time rule."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    old = f"{PARTITION}/part-o.parquet"
+    _write(root, old, 1)
+    retire(root, "rewrite-o", [old, f"{PARTITION}/gone.parquet"])
+    record = json.loads(Path(root.path("_retired", "rewrite-o.json")).read_text())
+    assert record["files"] == [f"{PARTITION}/gone.parquet", old]
+    assert set(record["stats"]) == {old}
+
+
+def test_a_path_with_nothing_left_to_retire_still_leaves_the_snapshot(tmp_path: Path) -> None:
+    """A file the snapshot named but that is gone when retired (deleted by hand, a lost
+    response) leaves with the retirement, like any other."""
+    root = OutputRoot.open(str(tmp_path), Settings())
+    gone, kept = f"{PARTITION}/part-p.parquet", f"{PARTITION}/part-q.parquet"
+    _write(root, gone, 1)
+    _write(root, kept, 1)
+    write_snapshot(root)
+    Path(root.path(gone)).unlink()
+    write_snapshot(root, LakeChange([], [retire(root, "rewrite-p", [gone])]))
+    assert snapshot_paths(root) == [root.path(kept)]
+
+
+def test_retirement_on_s3_where_heads_and_listings_give_whole_seconds(bucket: str) -> None:
+    """`retire` reads a file's time with a HEAD request, a listing with LIST: the
+    retired file is out of the listing and deleted after the retention; the same name
+    written again a second later is current and stays."""
+    root = OutputRoot.open(f"s3://{bucket}/lake", Settings())
+    reused, kept = f"{PARTITION}/part-r.parquet", f"{PARTITION}/part-s.parquet"
+    for relative in (reused, kept):
+        pq.write_table(pa.table({"n": [1, 2]}), root.path(relative), filesystem=root.filesystem)
+    write_snapshot(root, LakeChange([], [retire(root, "rewrite-r", [reused])]))
+    assert _current(root) == {kept}
+    assert collect_retired(root, retention_seconds=0) == 1
+    assert _current(root) == {kept}
+
+    pq.write_table(pa.table({"n": [1, 2]}), root.path(reused), filesystem=root.filesystem)
+    write_snapshot(root, LakeChange([], [retire(root, "rewrite-r2", [reused])]))
+    time.sleep(1.1)  # the next whole second
+    pq.write_table(pa.table({"n": [1, 2]}), root.path(reused), filesystem=root.filesystem)
+    write_snapshot(root, LakeChange([reused], []))
+    assert _current(root) == {kept, reused}
+    assert collect_retired(root, retention_seconds=0) == 0
+    assert root.filesystem.get_file_info(root.path(reused)).type == pafs.FileType.File
