@@ -206,12 +206,17 @@ def collect_retired(root: OutputRoot, retention_seconds: int) -> int:
     never deleted: a name written again with the retired file's size within the same
     second (on a store with whole-second times) looks like it, and is current."""
     deadline = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    expired = [
+        record
+        for record in _retirements(root)
+        if record.published_at is not None and record.published_at <= deadline
+    ]
+    if not expired:  # most runs: the snapshot is not read for nothing
+        return 0
     previous = _previous_snapshot(root)
     named = previous.files if previous is not None else {}
     deleted = 0
-    for record in _retirements(root):
-        if record.published_at is None or record.published_at > deadline:
-            continue
+    for record in expired:
         for retired in record.files:
             info = root.filesystem.get_file_info(root.path(retired.relative))
             if retired.is_at(info) and retired.relative not in named:
