@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from importlib import resources
@@ -454,16 +455,33 @@ def _split_possessives(tokens: list[str]) -> list[tuple[list[str], bool]]:
     return [*parts, (current, False)] if current else parts
 
 
-def _entities_in_line(line: str, lower: set[str], guess: bool) -> list[Entity]:
-    """Entities in one line, in order. `guess` allows labelling a run that no list or
-    rule knows from its context (off where every noun is capitalised)."""
-    found: list[Entity] = []
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One mention of an entity: `text[start:end]` is `text`."""
+
+    start: int
+    end: int
+    text: str
+    label: EntityLabel
+
+    def shifted(self, offset: int) -> Mention:
+        return Mention(self.start + offset, self.end + offset, self.text, self.label)
+
+    def relabelled(self, label: EntityLabel) -> Mention:
+        return Mention(self.start, self.end, self.text, label)
+
+
+def _entities_in_line(line: str, lower: set[str], guess: bool) -> list[Mention]:
+    """Mentions in one line, in order, with their offsets in it. `guess` allows labelling
+    a run that no list or rule knows from its context (off where every noun is
+    capitalised)."""
+    found: list[Mention] = []
     headline = _is_headline(line)
     place_end = -1
     for match in _RUN.finditer(line):
         run = match.group(1)
         if match.start() == place_end + 2 and line[place_end] == "," and _STATE_CODE.match(run):
-            found.append(Entity(run, "LOC"))
+            found.append(Mention(match.start(), match.end(), run, "LOC"))
             continue
         preceding = line[max(0, match.start() - _CONTEXT_CHARS) : match.start()].rstrip()
         start = headline or (
@@ -486,25 +504,33 @@ def _entities_in_line(line: str, lower: set[str], guess: bool) -> list[Entity]:
                     guess=guess,
                 ):
                     if label == "LOC" or not (headline or titled):
-                        found.append(Entity(name, label))
+                        at = line.find(name, match.start())
+                        found.append(Mention(at, at + len(name), name, label))
                         place_end = match.end() if label == "LOC" else -1
                 start, before = False, ""
     return found
 
 
-def find_entities(text: str, language: str = "en") -> list[Entity]:
-    """People, organisations and places, each text+label once, in order of first mention.
-    A word of a person's full name, alone, is that person ("Kolokoltsev", "Putin")."""
+def find_mentions(text: str, language: str = "en") -> list[Mention]:
+    """Every mention of a person, organisation or place, in order, with its offsets. A
+    word of a person's full name, alone, is that person ("Kolokoltsev", "Putin")."""
     lower = {_fold(w) for w in _LOWER_WORD.findall(text)}
     guess = language not in NOUN_CAPITALISING
-    found = [e for line in text.split("\n") for e in _entities_in_line(line, lower, guess)]
-    full_names = [e.text.split() for e in found if e.label == "PERSON" and " " in e.text]
+    found: list[Mention] = []
+    offset = 0
+    for line in text.split("\n"):
+        found += [m.shifted(offset) for m in _entities_in_line(line, lower, guess)]
+        offset += len(line) + 1
+    full_names = [m.text.split() for m in found if m.label == "PERSON" and " " in m.text]
     person_words = {word for name in full_names for word in name}
+    return [m.relabelled("PERSON") if m.text in person_words else m for m in found]
+
+
+def find_entities(text: str, language: str = "en") -> list[Entity]:
+    """People, organisations and places, each text+label once, in order of first mention."""
     unique: dict[tuple[str, str], Entity] = {}
-    for entity in found:
-        if entity.text in person_words:
-            entity.label = "PERSON"
-        unique.setdefault((entity.text, entity.label), entity)
+    for mention in find_mentions(text, language):
+        unique.setdefault((mention.text, mention.label), Entity(mention.text, mention.label))
     return list(unique.values())
 
 
