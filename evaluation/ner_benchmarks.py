@@ -116,6 +116,24 @@ def read_conll(path: Path, sentences_per_document: int | None = None) -> list[Do
     return [d for d in documents if d]
 
 
+def read_conll_tagged(path: Path) -> list[list[tuple[str, str]]]:
+    """The sentences of a CoNLL file with all its types (MISC too), for training, in
+    IOB2 (a B- at every entity's start; IOB1 files mark only adjacent ones)."""
+    sentences: list[list[tuple[str, str]]] = []
+    sentence: list[tuple[str, str]] = []
+    for row in [*_read_columns(path), None]:
+        if row is not None and row[0] != "-DOCSTART-":
+            tag = row[1] if "-" in row[1] else "O"
+            previous = sentence[-1][1] if sentence else "O"
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                tag = "B-" + tag[2:]
+            sentence.append((row[0], tag))
+        elif sentence:
+            sentences.append(sentence)
+            sentence = []
+    return sentences
+
+
 def read_spanish_conll(path: Path) -> list[Document]:
     return read_conll(path, SPANISH_SENTENCES_PER_DOCUMENT)
 

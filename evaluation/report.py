@@ -12,6 +12,7 @@ from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
 from evaluation.keywords import evaluate_keywords
 from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
 from evaluation.metadata import evaluate_metadata
+from evaluation.ner_benchmarks import LABELS, evaluate_ner_benchmarks, ner_data_folder
 
 
 def _scores(scores: Scores) -> str:
@@ -23,6 +24,24 @@ def _halves(name: str, result: HalfScores) -> Iterator[str]:
     yield f"    development half   {_scores(result.development)}"
     yield f"    confirmation half  {_scores(result.confirmation)}"
     yield f"    all pages          {_scores(result.overall)}"
+
+
+def _ner_benchmark_lines() -> Iterator[str]:
+    folder = ner_data_folder()
+    yield ""
+    if folder is None:
+        yield "Entities on public NER benchmarks: skipped (set NEWSFLOW_NER_DATA to their folder)"
+        return
+    yield f"Entities on public NER benchmarks in {folder} (exact span and type, PER/LOC/ORG):"
+    for result in evaluate_ner_benchmarks(folder):
+        yield (
+            f"  {result.benchmark.name}: {result.documents} documents, {result.tokens} tokens,"
+            f" {result.ms_per_600_words:.1f} CPU ms per 600 words"
+        )
+        yield f"    all  {_scores(result.scores())}"
+        for label in LABELS:
+            yield f"    {label}  {_scores(result.scores(label))}"
+        yield f"    published: {result.benchmark.published}"
 
 
 def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
@@ -65,6 +84,8 @@ def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
         yield f"  all     P {entities.precision:.3f}  R {entities.recall:.3f}"
         for label, (precision, recall) in entities.per_label.items():
             yield f"  {label:7s} P {precision:.3f}  R {recall:.3f}"
+
+    yield from _ner_benchmark_lines()
 
     yield ""
     yield "Metadata, on the pages whose HTML states the field:"

@@ -15,8 +15,8 @@ scoring better on our labelled leads (docs/quality.md), and not only in English.
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from importlib import resources
@@ -25,7 +25,9 @@ import regex
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import entities
 from tasks.batch import Batch, StagePool, run_stage
+from tasks.entities import Mention
 from tasks.schema import Article, Entity, EntityLabel, as_utc
 from tasks.settings import Settings
 
@@ -304,6 +306,8 @@ def warm_up() -> None:
     places()
     countries()
     first_names()
+    for language in entities.model_languages():
+        entities.warm_up(language)
 
 
 def _is_headline(line: str) -> bool:
@@ -330,6 +334,23 @@ def _is_filler(folded: str) -> bool:
         return False
     word = folded.split("'")[0]
     return word in stopwords() or word in STOP_WORDS or _is_demonym(folded)
+
+
+@lru_cache(maxsize=_WORD_CACHE)
+def word_lexicon(word: str) -> tuple[str, ...]:
+    """What the gazetteers and word lists know of a word, as entity-model features."""
+    folded = _fold(word)
+    lists = (
+        ("place", places()),
+        ("first_name", first_names()),
+        ("org_word", ORG_WORDS),
+        ("loc_word", LOC_WORDS),
+        ("role", ROLES),
+        ("stopword", stopwords()),
+        ("time", STOP_WORDS),
+    )
+    known = tuple(name for name, words in lists if folded in words)
+    return (*known, "demonym") if word[:1].isupper() and _is_demonym(folded) else known
 
 
 def _place_end(folded: list[str], i: int, lower: set[str]) -> int:
@@ -455,22 +476,6 @@ def _split_possessives(tokens: list[str]) -> list[tuple[list[str], bool]]:
     return [*parts, (current, False)] if current else parts
 
 
-@dataclass(frozen=True, slots=True)
-class Mention:
-    """One mention of an entity: `text[start:end]` is `text`."""
-
-    start: int
-    end: int
-    text: str
-    label: EntityLabel
-
-    def shifted(self, offset: int) -> Mention:
-        return Mention(self.start + offset, self.end + offset, self.text, self.label)
-
-    def relabelled(self, label: EntityLabel) -> Mention:
-        return Mention(self.start, self.end, self.text, label)
-
-
 def _entities_in_line(line: str, lower: set[str], guess: bool) -> list[Mention]:
     """Mentions in one line, in order, with their offsets in it. `guess` allows labelling
     a run that no list or rule knows from its context (off where every noun is
@@ -511,9 +516,9 @@ def _entities_in_line(line: str, lower: set[str], guess: bool) -> list[Mention]:
     return found
 
 
-def find_mentions(text: str, language: str = "en") -> list[Mention]:
-    """Every mention of a person, organisation or place, in order, with its offsets. A
-    word of a person's full name, alone, is that person ("Kolokoltsev", "Putin")."""
+def rule_mentions(text: str, language: str = "en") -> list[Mention]:
+    """Every mention of a person, organisation or place the rules find, in order, with its
+    offsets. A word of a person's full name, alone, is that person ("Putin")."""
     lower = {_fold(w) for w in _LOWER_WORD.findall(text)}
     guess = language not in NOUN_CAPITALISING
     found: list[Mention] = []
@@ -521,9 +526,62 @@ def find_mentions(text: str, language: str = "en") -> list[Mention]:
     for line in text.split("\n"):
         found += [m.shifted(offset) for m in _entities_in_line(line, lower, guess)]
         offset += len(line) + 1
+    return _persons_named_again(found)
+
+
+def _persons_named_again(found: list[Mention]) -> list[Mention]:
+    """A word of a person's full name, alone, is that person ("Kolokoltsev", "Putin")."""
     full_names = [m.text.split() for m in found if m.label == "PERSON" and " " in m.text]
     person_words = {word for name in full_names for word in name}
     return [m.relabelled("PERSON") if m.text in person_words else m for m in found]
+
+
+def _one_label_per_name(found: list[Mention]) -> list[Mention]:
+    """Each name with the label most of its mentions in the article have (the first
+    one's on a tie): "Nicaragua" is a place throughout."""
+    votes: dict[str, Counter[str]] = {}
+    for mention in found:
+        votes.setdefault(mention.text, Counter())[mention.label] += 1
+    best = {text: counts.most_common(1)[0][0] for text, counts in votes.items()}
+    return [m if m.label == best[m.text] else m.relabelled(best[m.text]) for m in found]
+
+
+def token_hints(line: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
+    """What the word lists and the rules know of each token of a line (`spans`: each
+    token's start and end), as entity-model features: the rules' B-/I- tags."""
+    tags = ["O"] * len(spans)
+    starts = {start: i for i, (start, _end) in enumerate(spans)}
+    for mention in rule_mentions(line):
+        first = starts.get(mention.start)
+        if first is None:
+            continue
+        tags[first] = f"rule=B-{mention.label}"
+        j = first + 1
+        while j < len(spans) and spans[j][1] <= mention.end:
+            tags[j] = f"rule=I-{mention.label}"
+            j += 1
+    return [
+        (*word_lexicon(line[a:b]), tag) if tag != "O" else word_lexicon(line[a:b])
+        for (a, b), tag in zip(spans, tags, strict=True)
+    ]
+
+
+# Least marginal probability of an organisation's tags for the model's organisations to be
+# kept: chosen on CoNLL-2003's development set for a precision of 0.75 (docs/quality.md).
+MIN_CONFIDENCE = {"ORG": 0.8}
+
+
+def find_mentions(text: str, language: str = "en") -> list[Mention]:
+    """The language's model where it has one; else the rules' persons and places: their
+    organisations are right too rarely to keep (docs/quality.md)."""
+    if language in entities.model_languages():
+        found = [
+            m
+            for m in entities.model_mentions(text, language, token_hints)
+            if m.confidence >= MIN_CONFIDENCE.get(m.label, 0.0)
+        ]
+        return _one_label_per_name(_persons_named_again(found))
+    return [m for m in rule_mentions(text, language) if m.label != "ORG"]
 
 
 def find_entities(text: str, language: str = "en") -> list[Entity]:
