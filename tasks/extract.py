@@ -81,6 +81,7 @@ _RUN_SPLIT = regex.compile(r"[ \t]+|(?=,)")
 # "Washington, DC", "Buffalo, N.Y.": a state code right after a place.
 _STATE_CODE = regex.compile(r"(?:\p{Lu}{2}|(?:\p{Lu}\.){2})$")
 _POSSESSIVE_END = regex.compile(r"['\u2019]s?$")
+_NAME_WORD = regex.compile(r"(?<![\p{L}\p{M}\d])\p{Lu}[\p{L}\p{M}\d]*(?:-\p{Lu}[\p{L}\p{M}\d]*)?")
 _LOWER_WORD = regex.compile(r"(?<![\p{L}\p{M}])\p{Ll}[\p{Ll}\p{M}]*(?![\p{L}\p{M}])")
 # What ends a sentence or a breadcrumb item: a capital after it proves no name.
 _SENTENCE_ENDS = '.!?:;"\u201c\u201d\u2014\u2013-|\u00bb\u203a/>'
@@ -536,6 +537,31 @@ def _persons_named_again(found: list[Mention]) -> list[Mention]:
     return [m.relabelled("PERSON") if m.text in person_words else m for m in found]
 
 
+def _nationality(name: str) -> bool:
+    """ "Russian", "Cubans": a nationality, which the lake does not count as an entity."""
+    return " " not in name and "demonym" in word_lexicon(name)
+
+
+def _surnames_alone(text: str, found: list[Mention]) -> list[Mention]:
+    """Mentions of a found person's surname on its own that the model left out ("said
+    Kolokoltsev"), added as that person, in text order."""
+    surnames = {
+        m.text.split()[-1]
+        for m in found
+        if m.label == "PERSON" and " " in m.text and len(m.text.split()[-1]) > 2
+    }
+    if not surnames:
+        return found
+    covered = [(m.start, m.end) for m in found]
+    added = [
+        Mention(match.start(), match.end(), match.group(), "PERSON")
+        for match in _NAME_WORD.finditer(text)
+        if match.group() in surnames
+        and not any(a < match.end() and match.start() < b for a, b in covered)
+    ]
+    return sorted(found + added, key=lambda m: m.start) if added else found
+
+
 def _one_label_per_name(found: list[Mention]) -> list[Mention]:
     """Each name with the label most of its mentions in the article have (the first
     one's on a tie): "Nicaragua" is a place throughout."""
@@ -578,9 +604,9 @@ def find_mentions(text: str, language: str = "en") -> list[Mention]:
         found = [
             m
             for m in entities.model_mentions(text, language, token_hints)
-            if m.confidence >= MIN_CONFIDENCE.get(m.label, 0.0)
+            if m.confidence >= MIN_CONFIDENCE.get(m.label, 0.0) and not _nationality(m.text)
         ]
-        return _one_label_per_name(_persons_named_again(found))
+        return _one_label_per_name(_surnames_alone(text, _persons_named_again(found)))
     return [m for m in rule_mentions(text, language) if m.label != "ORG"]
 
 
