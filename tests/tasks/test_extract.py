@@ -1,5 +1,5 @@
 """Extract stage: metadata precedence, dates and bylines from text, and named entities on
-the seed article."""
+the seed article: the English model, and the rules other Latin-script languages get."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from tasks import entities
 from tasks.extract import (
+    MIN_CONFIDENCE,
     author_from_text,
     date_from_text,
     extract_article,
     find_entities,
+    find_mentions,
     parse_date,
+    rule_mentions,
+    token_hints,
 )
 from tasks.settings import Settings
 from tests.corpus import corpus_pages, make_article, processed_seed, run_stages
@@ -46,6 +51,60 @@ def test_seed_entities_are_unique_clean_and_in_the_three_labels() -> None:
     assert {e.label for e in entities} <= {"PERSON", "ORG", "LOC"}
     assert not [e.text for e in entities if e.text.endswith(("\u2019s", "'s", "\u2019"))]
     assert not [e.text for e in entities if e.text.lower().startswith("the ")]
+
+
+def test_mentions_point_at_their_text() -> None:
+    article = processed_seed()
+    text = f"{article.title}\n\n{article.text}"
+    mentions = find_mentions(text, "en")
+    assert len(mentions) > 20
+    assert all(text[m.start : m.end] == m.text for m in mentions)
+
+
+def test_english_has_a_model_and_drops_unsure_organisations() -> None:
+    assert entities.model_languages() == {"en"}
+    article = processed_seed()
+    text = f"{article.title}\n\n{article.text}"
+    tagged = [m for m in entities.model_mentions(text, "en", token_hints) if m.label == "ORG"]
+    kept = {m.text for m in find_mentions(text, "en") if m.label == "ORG"}
+    sure = {m.text for m in tagged if m.confidence >= MIN_CONFIDENCE["ORG"]}
+    assert {"NATO", "Facebook", "Cuba-Russia Business Council"} <= kept == sure
+    assert {"Western", "International Police"} <= {m.text for m in tagged} - kept
+
+
+def test_organisations_only_where_a_model_reaches_the_precision() -> None:
+    """The Afrikaans article of issue 15 got Town, Maleisië, Lente and Hallo as ORG."""
+    text = "Town het gesê dat Maleisië en Lente met Hallo gepraat het. Die Stad Kaapstad wag."
+    assert {m.label for m in rule_mentions(text, "af")} >= {"ORG"}
+    assert "ORG" not in {e.label for e in find_entities(text, "af")}
+
+
+def test_tokens_as_conll_cuts_them() -> None:
+    line = "The U.S.-based Acme Inc. said Bitar's 10,000 (shares) rose; B. Young left."
+    assert [line[a:b] for a, b in entities.tokenize(line)] == [
+        "The", "U.S.", "-", "based", "Acme", "Inc.", "said", "Bitar", "'s", "10,000", "(",
+        "shares", ")", "rose", ";", "B.", "Young", "left", ".",
+    ]  # fmt: skip
+
+
+def test_tags_become_mentions_without_possessives() -> None:
+    line = "Putin's aide met John Smith in New York"
+    spans = entities.tokenize(line)
+    tags = ["B-PER", "I-PER", "O", "O", "B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    confidences = [0.9, 0.3, 0.99, 0.99, 0.7, 0.6, 0.99, 0.5, 0.4]
+    found = entities.tagged_mentions(line, spans, tags, confidences.__getitem__)
+    assert [(m.text, m.label, m.confidence) for m in found] == [
+        ("Putin", "PERSON", 0.9),  # the possessive's own confidence is not the name's
+        ("John Smith", "PERSON", 0.6),
+        ("New York", "LOC", 0.4),
+    ]
+
+
+def test_a_surname_alone_is_the_person_and_nationalities_are_no_entities() -> None:
+    text = "Police chief Vladimir Kolokoltsev spoke in Moscow.\nRussian officials agreed, said Kolokoltsev."
+    found = {(e.text, e.label) for e in find_entities(text, "en")}
+    assert ("Kolokoltsev", "PERSON") in found
+    assert not [name for name, _label in found if name == "Russian"]
 
 
 def test_possessives_and_articles_are_trimmed() -> None:
@@ -103,7 +162,8 @@ def test_other_scripts_get_no_entities_rather_than_wrong_ones() -> None:
     ],
 )
 def test_entity_rules(text: str, expected: set[tuple[str, str]]) -> None:
-    assert {(e.text, e.label) for e in find_entities(text)} == expected
+    """The rules, which languages without a model get (less their organisations)."""
+    assert {(m.text, m.label) for m in rule_mentions(text)} == expected
 
 
 def test_stated_fields_win_over_page_metadata() -> None:
