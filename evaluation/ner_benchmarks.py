@@ -32,6 +32,16 @@ SPANISH_SENTENCES_PER_DOCUMENT = 20
 _NO_SPACE_BEFORE = frozenset([*",.;:!?)]}%'", "'s", "n't", "'re", "'ve", "'ll", "'d", "'m"])
 _NO_SPACE_AFTER = frozenset("([{$¿¡")
 
+# WNUT17's types (emerging entities in social media) as CoNLL's.
+TRAINING_TYPES = {
+    "person": "PER",
+    "location": "LOC",
+    "corporation": "ORG",
+    "group": "ORG",
+    "product": "MISC",
+    "creative-work": "MISC",
+}
+
 # tokens with their (B-/I-) tags, per sentence, per document
 Document = list[list[tuple[str, str]]]
 Span = tuple[int, int, str]  # token start, token end, label
@@ -118,12 +128,14 @@ def read_conll(path: Path, sentences_per_document: int | None = None) -> list[Do
 
 def read_conll_tagged(path: Path) -> list[list[tuple[str, str]]]:
     """The sentences of a CoNLL file with all its types (MISC too), for training, in
-    IOB2 (a B- at every entity's start; IOB1 files mark only adjacent ones)."""
+    IOB2 (a B- at every entity's start; IOB1 files mark only adjacent ones), WNUT17's
+    types as CoNLL's (TRAINING_TYPES)."""
     sentences: list[list[tuple[str, str]]] = []
     sentence: list[tuple[str, str]] = []
     for row in [*_read_columns(path), None]:
         if row is not None and row[0] != "-DOCSTART-":
-            tag = row[1] if "-" in row[1] else "O"
+            prefix, _dash, kind = row[1].partition("-")
+            tag = f"{prefix}-{TRAINING_TYPES.get(kind, kind)}" if kind else "O"
             previous = sentence[-1][1] if sentence else "O"
             if tag.startswith("I-") and previous[2:] != tag[2:]:
                 tag = "B-" + tag[2:]
