@@ -1,7 +1,10 @@
 """Named entities by a linear-chain CRF (CRFsuite) over word features, for the languages
-it has a model for: a few small files in `tasks/models/`, trained by
-`python -m evaluation.train_entities` on public NER data (docs/quality.md says which,
-under which licence, and how well each does).
+it has a model for: a small file per language in `tasks/models/`, trained by
+`python -m evaluation.train_entities` (docs/quality.md: data, method, figures).
+
+`entities-en.crfsuite.gz` is trained on wikigold (Balasuriya et al. 2009), the Broad
+Twitter Corpus (Derczynski et al. 2016) and WNUT17 (Derczynski et al. 2017), each under
+CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
 
 Text is cut into lines and tokens as CoNLL data is (words, "U.S.", "Inc.", "'s" and
 punctuation apart); each token is described by its lower-cased form, shape, affixes and
