@@ -36,11 +36,12 @@ def _ner_benchmark_lines() -> Iterator[str]:
     for result in evaluate_ner_benchmarks(folder):
         yield (
             f"  {result.benchmark.name}: {result.documents} documents, {result.tokens} tokens,"
-            f" {result.ms_per_600_words:.1f} CPU ms per 600 words"
+            f" {result.ms_per_600_tokens:.1f} CPU ms per 600 tokens"
         )
         yield f"    all  {_scores(result.scores())}"
         for label in LABELS:
-            yield f"    {label}  {_scores(result.scores(label))}"
+            tp, fp, _fn = result.counts[label]
+            yield f"    {label}  {_scores(result.scores(label)) if tp + fp else 'none labelled'}"
         yield f"    published: {result.benchmark.published}"
 
 
