@@ -146,12 +146,22 @@ def read_conll_tagged(path: Path) -> list[list[tuple[str, str]]]:
     return sentences
 
 
+def read_germeval_tagged(path: Path) -> list[list[tuple[str, str]]]:
+    """GermEval 2014 TSV sentences for training: outer tags, OTH as MISC, the -deriv and
+    -part classes outside."""
+    kinds = {"PER": "PER", "LOC": "LOC", "ORG": "ORG", "OTH": "MISC"}
+    return [
+        [(token, _bio(tag, kinds.get)) for token, tag in document[0]]
+        for document in _read_germeval_outer(path)
+    ]
+
+
 def read_spanish_conll(path: Path) -> list[Document]:
     return read_conll(path, SPANISH_SENTENCES_PER_DOCUMENT)
 
 
-def read_germeval(path: Path) -> list[Document]:
-    """GermEval 2014 TSV: outer-level tags; each sentence its own document."""
+def _read_germeval_outer(path: Path) -> list[Document]:
+    """GermEval 2014 TSV: each sentence its own document, with its outer-level tags."""
     documents: list[Document] = []
     sentence: list[tuple[str, str]] = []
     for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
@@ -159,11 +169,19 @@ def read_germeval(path: Path) -> list[Document]:
             continue
         parts = line.split("\t")
         if len(parts) >= 3:
-            sentence.append((parts[1], _bio(parts[2], _conll_label)))
+            sentence.append((parts[1], parts[2]))
         elif sentence:
             documents.append([sentence])
             sentence = []
     return documents
+
+
+def read_germeval(path: Path) -> list[Document]:
+    """GermEval 2014 TSV for scoring: PER, LOC and ORG only."""
+    return [
+        [[(token, _bio(tag, _conll_label)) for token, tag in document[0]]]
+        for document in _read_germeval_outer(path)
+    ]
 
 
 BENCHMARKS = (

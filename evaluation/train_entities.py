@@ -1,4 +1,4 @@
-"""Train the entity model of a language from a CoNLL-format training file:
+"""Train the entity model of a language from CoNLL-format (or GermEval TSV) files:
 
     python -m evaluation.train_entities --language en --train PATH [PATH ...] [--iterations N]
 
@@ -17,21 +17,28 @@ from pathlib import Path
 
 import pycrfsuite
 
-from evaluation.ner_benchmarks import detokenize, read_conll_tagged
+from evaluation.ner_benchmarks import detokenize, read_conll_tagged, read_germeval_tagged
 from tasks.entities import MODEL_FOLDER, token_features
 from tasks.extract import token_hints
 
 MODELS = Path(__file__).resolve().parents[1] / "tasks" / MODEL_FOLDER
 
 
+def _read_tagged(path: Path) -> list[list[tuple[str, str]]]:
+    """A training file's sentences: GermEval's TSV (`.tsv`) or CoNLL columns."""
+    return read_germeval_tagged(path) if path.suffix == ".tsv" else read_conll_tagged(path)
+
+
 def train_model(train: list[Path], language: str, iterations: int, c1: float, c2: float) -> Path:
     """Fit the model and write it, gzipped, beside the stage; returns its path."""
     trainer = pycrfsuite.Trainer(verbose=False)
-    for sentence in (s for path in train for s in read_conll_tagged(path)):
+    for sentence in (s for path in train for s in _read_tagged(path)):
         words = [t for t, _ in sentence]
         line, offsets = detokenize(words)
         spans = [(o, o + len(w)) for o, w in zip(offsets, words, strict=True)]
-        trainer.append(token_features(words, token_hints(line, spans)), [t for _, t in sentence])
+        trainer.append(
+            token_features(words, token_hints(line, spans, language)), [t for _, t in sentence]
+        )
     trainer.set_params(
         {
             "c1": c1,

@@ -21,7 +21,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from importlib import resources
 
 import regex
@@ -575,12 +575,12 @@ def _one_label_per_name(found: list[Mention]) -> list[Mention]:
     return [m if m.label == best[m.text] else m.relabelled(best[m.text]) for m in found]
 
 
-def token_hints(line: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
-    """What the word lists and the rules know of each token of a line (`spans`: each
-    token's start and end), as entity-model features: the rules' B-/I- tags."""
+def token_hints(line: str, spans: list[tuple[int, int]], language: str) -> list[tuple[str, ...]]:
+    """What the word lists and the rules (in `language`) know of each token of a line
+    (`spans`: each token's start and end), as entity-model features."""
     tags = ["O"] * len(spans)
     starts = {start: i for i, (start, _end) in enumerate(spans)}
-    for mention in rule_mentions(line):
+    for mention in rule_mentions(line, language):
         first = starts.get(mention.start)
         if first is None:
             continue
@@ -606,7 +606,9 @@ def find_mentions(text: str, language: str = "en") -> list[Mention]:
     if language in entities.model_languages():
         found = [
             m
-            for m in entities.model_mentions(text, language, token_hints)
+            for m in entities.model_mentions(
+                text, language, partial(token_hints, language=language)
+            )
             if m.confidence >= MIN_CONFIDENCE.get(m.label, 0.0) and not _nationality(m.text)
         ]
         return _one_label_per_name(_surnames_alone(text, _persons_named_again(found)))

@@ -4,6 +4,7 @@ the seed article: the English model, and the rules other Latin-script languages 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 
@@ -62,10 +63,11 @@ def test_mentions_point_at_their_text() -> None:
 
 
 def test_english_has_a_model_and_drops_unsure_organisations() -> None:
-    assert entities.model_languages() == {"en"}
+    assert entities.model_languages() == {"de", "en"}
     article = processed_seed()
     text = f"{article.title}\n\n{article.text}"
-    tagged = [m for m in entities.model_mentions(text, "en", token_hints) if m.label == "ORG"]
+    hints = partial(token_hints, language="en")
+    tagged = [m for m in entities.model_mentions(text, "en", hints) if m.label == "ORG"]
     kept = {m.text for m in find_mentions(text, "en") if m.label == "ORG"}
     sure = {m.text for m in tagged if m.confidence >= MIN_CONFIDENCE["ORG"]}
     assert {"NATO", "Facebook", "Cuba-Russia Business Council"} <= kept == sure
