@@ -4,7 +4,8 @@ it has a model for: a small file per language in `tasks/models/`, trained by
 
 `entities-en.crfsuite.gz` is trained on wikigold (Balasuriya et al. 2009), the Broad
 Twitter Corpus (Derczynski et al. 2016) and WNUT17 (Derczynski et al. 2017), each under
-CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
+CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); `entities-de.crfsuite.gz` on
+the development split of GermEval 2014 (Benikova et al. 2014), CC BY 4.0.
 
 Text is cut into lines and tokens as CoNLL data is (words, "U.S.", "Inc.", "'s" and
 punctuation apart); each token is described by its lower-cased form, shape, affixes and

