@@ -150,11 +150,61 @@ def command_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_compact(args: argparse.Namespace) -> int:
+def command_maintain(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from flows.compact import compact_lake
+    from flows.maintain import maintain_lake
 
-    print(json.dumps(compact_lake(output_uri=args.output), indent=2, default=str))
+    print(json.dumps(maintain_lake(output_uri=args.output), indent=2, default=str))
+    return 0
+
+
+def _open_lake(output: str) -> Any:
+    from tasks.lake import Lake
+    from tasks.settings import Settings
+
+    return Lake.open(output, Settings())
+
+
+def command_status(args: argparse.Namespace) -> int:
+    if args.flow:
+        _quiet_prefect_defaults()
+        from flows.status import lake_status_flow
+
+        print(lake_status_flow(output_uri=args.output))
+        return 0
+    from flows.status import lake_status
+
+    print(lake_status(_open_lake(args.output)))
+    return 0
+
+
+def command_history(args: argparse.Namespace) -> int:
+    from flows.status import history_rows, markdown_table
+
+    print(markdown_table(history_rows(_open_lake(args.output), args.table, args.limit)))
+    return 0
+
+
+def command_restore(args: argparse.Namespace) -> int:
+    restored = _open_lake(args.output).restore(args.version)
+    if not restored:
+        print(f"articles is at version {args.version} already: nothing to restore")
+    for name, version in restored.items():
+        print(f"{name}: restored to version {version}")
+    return 0
+
+
+def command_migrate(args: argparse.Namespace) -> int:
+    from tasks.lake.migrate import migrate_legacy
+    from tasks.settings import Settings
+
+    report = migrate_legacy(args.output, Settings())
+    print(
+        f"converted {args.output}: {report.articles_files} article files and "
+        f"{report.rejects_files} reject files are now Delta tables; "
+        f"{report.stale_files_deleted} replaced files deleted; "
+        f"{report.ledger_objects} objects in the ledger"
+    )
     return 0
 
 
@@ -224,9 +274,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corpus", help="corpus folder (default: ../shared/corpus)")
     evaluate.set_defaults(handler=command_evaluate)
 
-    compact = commands.add_parser("compact", help="merge each partition's small Parquet files")
-    compact.add_argument("--output", required=True, help="lake root")
-    compact.set_defaults(handler=command_compact)
+    maintain = commands.add_parser(
+        "maintain", help="compact small files, checkpoint and vacuum the lake"
+    )
+    maintain.add_argument("--output", required=True, help="lake root")
+    maintain.set_defaults(handler=command_maintain)
+
+    status = commands.add_parser("status", help="versions, last runs, recent articles, rejects")
+    status.add_argument("--output", required=True, help="lake root")
+    status.add_argument(
+        "--flow", action="store_true", help="run as a flow: publish it as a Prefect artifact"
+    )
+    status.set_defaults(handler=command_status)
+
+    history = commands.add_parser("history", help="a table's versions and what each run did")
+    history.add_argument("--output", required=True, help="lake root")
+    history.add_argument("--table", default="articles", choices=["articles", "rejects", "ledger"])
+    history.add_argument("--limit", type=int, default=20, help="newest N versions")
+    history.set_defaults(handler=command_history)
+
+    restore = commands.add_parser(
+        "restore", help="put the lake back as it was at an articles version"
+    )
+    restore.add_argument("--output", required=True, help="lake root")
+    restore.add_argument("--version", type=int, required=True, help="articles table version")
+    restore.set_defaults(handler=command_restore)
+
+    migrate = commands.add_parser(
+        "migrate", help="convert a lake of the pre-Delta format into Delta tables, in place"
+    )
+    migrate.add_argument("--output", required=True, help="lake root")
+    migrate.set_defaults(handler=command_migrate)
     return parser
 
 
