@@ -134,4 +134,4 @@ def create_table(
 
 
 def history(table_uri: str, options: dict[str, str] | None, limit: int) -> list[dict[str, Any]]:
-    return DeltaTable(table_uri, storage_options=options, without_files=True).history(limit)
+    return DeltaTable(table_uri, storage_options=options).history(limit)
