@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.progress import RunProgress
 from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
 from tasks.compact import recover_compactions
@@ -253,6 +254,7 @@ def ingest_articles(
     root = OutputRoot.open(output_uri, settings)
     client = PortableS3Client(settings)
     summary = RunSummary(input=str(location), output=root.uri)
+    progress = RunProgress()
     on_dask = settings.task_runner_address is not None
     # A reprocessed batch must not take the id (and ledger entry) of the batch it replaces.
     salt = str(flow_run.id) if reprocess else ""
@@ -283,6 +285,7 @@ def ingest_articles(
             trim_heap_above(settings.trim_heap_above_bytes)
             lease.renew()
             summary.seconds = time.monotonic() - started
+            progress.update(summary)
             logger.info(
                 "progress: %d listed, %d new, %d written -> %d articles, %d rejects "
                 "(%.1f articles/s)",

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         "the snapshot, "
         "so that reads begun from an older snapshot can finish; then they are deleted.",
     )
+    verbose: bool = Field(
+        False,
+        description="The stage workers let third-party libraries log at INFO, the "
+        "parsers' messages about each document included; otherwise parsers log only at "
+        "CRITICAL, network libraries at WARNING. `newsflow --verbose` sets it.",
+    )
     task_runner_address: str | None = Field(
         None,
         description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",

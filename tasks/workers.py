@@ -18,6 +18,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
 
 from tasks import clean, enrich, extract, language  # noqa: F401  (loaded to be shared)
+from tasks.logs import quiet_library_loggers
+from tasks.settings import Settings
+
+quiet_library_loggers(Settings().verbose)
 
 extract.warm_up()
 language.warm_up()
