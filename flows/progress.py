@@ -19,6 +19,7 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from rich.console import Console
+from rich.default_styles import DEFAULT_STYLES
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,6 +28,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.theme import Theme
 
 
 class RunCounts(Protocol):
@@ -86,6 +88,7 @@ class ProgressBar:
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            refresh_per_second=2,
         )
         self._task = self.display.add_task("ingest", total=None, rate=0.0, rejects=0)
         self._runs: dict[int, Snapshot] = {}
@@ -122,12 +125,16 @@ def terminal_bar(console: Console) -> Iterator[ProgressBar | None]:
         yield None
         return
     bar = ProgressBar(console)
-    with bar.display:
-        _bars.append(bar)
-        try:
-            yield bar
-        finally:
-            _bars.remove(bar)
+    console.push_theme(Theme(DEFAULT_STYLES))  # Prefect's console has its log styles only
+    try:
+        with bar.display:
+            _bars.append(bar)
+            try:
+                yield bar
+            finally:
+                _bars.remove(bar)
+    finally:
+        console.pop_theme()
 
 
 class RunProgress:
