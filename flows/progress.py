@@ -9,7 +9,6 @@ batch and creates no artifact.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ class RunCounts(Protocol):
     objects_written: int
     articles: int
     rejects: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,7 @@ class Snapshot:
     written: int
     articles: int
     rejects: int
+    seconds: float
 
     @classmethod
     def of(cls, counts: RunCounts) -> Snapshot:
@@ -57,6 +58,7 @@ class Snapshot:
             counts.objects_written,
             counts.articles,
             counts.rejects,
+            counts.seconds,
         )
 
     @property
@@ -92,18 +94,16 @@ class ProgressBar:
         )
         self._task = self.display.add_task("ingest", total=None, rate=0.0, rejects=0)
         self._runs: dict[int, Snapshot] = {}
-        self._started = time.monotonic()
 
     def show(self, run: int, snapshot: Snapshot) -> None:
         self._runs[run] = snapshot
         runs = self._runs.values()
-        articles = sum(s.articles for s in runs)
-        elapsed = time.monotonic() - self._started
+        seconds = sum(s.seconds for s in runs)
         self.display.update(
             self._task,
             completed=sum(s.written for s in runs),
             total=sum(s.new for s in runs),
-            rate=articles / elapsed if elapsed else 0.0,
+            rate=sum(s.articles for s in runs) / seconds if seconds else 0.0,
             rejects=sum(s.rejects for s in runs),
         )
 
