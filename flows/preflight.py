@@ -26,8 +26,8 @@ from pydantic_settings import BaseSettings
 from tasks.settings import DeploymentSettings, Settings
 from tasks.storage import S3Location
 
-_CONNECT_SECONDS = 2
-_READ_SECONDS = 5
+_CONNECT_SECONDS = 1
+_READ_SECONDS = 2
 _ATTEMPTS = 2
 _CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "

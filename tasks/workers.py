@@ -10,6 +10,10 @@ them, and a lock one of them held stays locked), so nothing here may start one: 
 OpenBLAS and pyarrow's jemalloc would start theirs at import unless told not to (the
 workers do no linear algebra), and lingua loads its models on the calling thread when
 asked a question, not on its thread pool. tests/tasks/test_workers.py checks it.
+
+The third-party loggers are quieted here as in the command line (`tasks/logs.py`):
+`NEWSFLOW_VERBOSE`, which `newsflow --verbose` sets, reaches the workers through the
+environment.
 """
 
 import os
