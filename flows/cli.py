@@ -210,16 +210,67 @@ def command_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_compact(args: argparse.Namespace) -> None:
+def check_lake(args: argparse.Namespace) -> None:
+    """For a command on the lake at --output: settings, and the output checks."""
     preflight.load_settings()
     preflight.check_locations(None, args.output)
 
 
-def command_compact(args: argparse.Namespace) -> int:
+def command_maintain(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from flows.compact import compact_lake
+    from flows.maintain import maintain_lake
 
-    print(json.dumps(compact_lake(output_uri=args.output), indent=2, default=str))
+    print(json.dumps(maintain_lake(output_uri=args.output), indent=2, default=str))
+    return 0
+
+
+def _open_lake(output: str) -> Any:
+    from tasks.lake import Lake
+    from tasks.settings import Settings
+
+    return Lake.open(output, Settings())
+
+
+def command_status(args: argparse.Namespace) -> int:
+    if args.flow:
+        _quiet_prefect_defaults()
+        from flows.status import lake_status_flow
+
+        print(lake_status_flow(output_uri=args.output))
+        return 0
+    from flows.status import lake_status
+
+    print(lake_status(_open_lake(args.output)))
+    return 0
+
+
+def command_history(args: argparse.Namespace) -> int:
+    from flows.status import history_rows, markdown_table
+
+    print(markdown_table(history_rows(_open_lake(args.output), args.table, args.limit)))
+    return 0
+
+
+def command_restore(args: argparse.Namespace) -> int:
+    restored = _open_lake(args.output).restore(args.version)
+    if not restored:
+        print(f"articles is at version {args.version} already: nothing to restore")
+    for name, version in restored.items():
+        print(f"{name}: restored to version {version}")
+    return 0
+
+
+def command_migrate(args: argparse.Namespace) -> int:
+    from tasks.lake.migrate import migrate_legacy
+    from tasks.settings import Settings
+
+    report = migrate_legacy(args.output, Settings())
+    print(
+        f"converted {args.output}: {report.articles_files} article files and "
+        f"{report.rejects_files} reject files are now Delta tables; "
+        f"{report.stale_files_deleted} replaced files deleted; "
+        f"{report.ledger_objects} objects in the ledger"
+    )
     return 0
 
 
@@ -336,10 +387,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--corpus", help="corpus folder (default: ../shared/corpus)")
 
-    compact = add(
-        "compact", "merge each partition's small Parquet files", command_compact, check_compact
+    maintain = add(
+        "maintain",
+        "compact small files, checkpoint and vacuum the lake",
+        command_maintain,
+        check_lake,
     )
-    compact.add_argument("--output", required=True, help="lake root")
+    maintain.add_argument("--output", required=True, help="lake root")
+
+    status = add(
+        "status", "versions, last runs, recent articles, rejects", command_status, check_lake
+    )
+    status.add_argument("--output", required=True, help="lake root")
+    status.add_argument(
+        "--flow", action="store_true", help="run as a flow: publish it as a Prefect artifact"
+    )
+
+    history = add(
+        "history", "a table's versions and what each run did", command_history, check_lake
+    )
+    history.add_argument("--output", required=True, help="lake root")
+    history.add_argument("--table", default="articles", choices=["articles", "rejects", "ledger"])
+    history.add_argument("--limit", type=int, default=20, help="newest N versions")
+
+    restore = add(
+        "restore", "put the lake back as it was at an articles version", command_restore, check_lake
+    )
+    restore.add_argument("--output", required=True, help="lake root")
+    restore.add_argument("--version", type=int, required=True, help="articles table version")
+
+    migrate = add(
+        "migrate",
+        "convert a lake of the pre-Delta format into Delta tables, in place",
+        command_migrate,
+        check_lake,
+    )
+    migrate.add_argument("--output", required=True, help="lake root")
     return parser
 
 

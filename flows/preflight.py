@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from tasks.s3 import S3Location
 from tasks.settings import DeploymentSettings, Settings
-from tasks.storage import S3Location
 
 _CONNECT_SECONDS = 1
 _READ_SECONDS = 2

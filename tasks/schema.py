@@ -133,31 +133,23 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-# One row per input object and commit: the ledger that makes runs exactly-once.
+# `ledger` table: one row per object version committed, with where its rows went; the
+# newest row per key is what the lake holds for that object now (tasks/lake/ledger.py).
 LEDGER_SCHEMA = pa.schema(
     [
-        ("object_fingerprint", pa.binary(16)),
+        ("object_fingerprint", pa.binary()),  # blake2b-128 of key and ETag
         ("object_key", pa.string()),
         ("object_etag", pa.string()),
         ("batch_id", pa.string()),
         ("committed_at", _UTC_MICROS),
         ("articles", pa.int32()),
         ("rejects", pa.int32()),
-        ("paths", pa.list_(pa.string())),
+        ("partitions", pa.list_(pa.string())),  # "source=<slug>/date=<YYYY-MM-DD>" of its articles
     ]
 )
 
-# `_snapshot.parquet`: one row per data file a reader should read now (tasks/snapshot.py).
-SNAPSHOT_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),  # as readers open it: an absolute path or s3://bucket/key
-        ("dataset", pa.string()),  # "articles" or "rejects"
-        ("bytes", pa.int64()),
-    ]
-)
-
-# The Hive partitions of `articles/`: values in the path (`source=…/date=…`), not in files.
-PARTITION_SCHEMA = pa.schema([("source", pa.string()), ("date", pa.string())])
+# The Hive partitions of `articles`: values in the path (`source=…/date=…`), not in files.
+PARTITION_COLUMNS = ["source", "date"]
 
 
 def as_utc(moment: datetime) -> datetime:

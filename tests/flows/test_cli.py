@@ -123,7 +123,7 @@ USAGE_ERRORS = [
         ["--from 2026-03-02 is after --to 2026-03-01"],
     ),
     (["backfill", "--input", "raw", "--output", "lake", "--source", "bbc"], {}, ["--input 'raw'"]),
-    (["compact", "--output", "s3://"], {}, ["--output 's3://'"]),
+    (["maintain", "--output", "s3://"], {}, ["--output 's3://'"]),
     (["serve"], {}, ["pass --input or NEWSFLOW_INPUT_URI", "--output or NEWSFLOW_OUTPUT_URI"]),
     (["deploy", "--input", "s3://raw", "--output", "ftp://x", "--pool", "p"], {}, ["ftp://x"]),
     (["listen", "--queue", "my-queue"], {}, ["not an SQS queue URL"]),
@@ -144,7 +144,7 @@ def test_an_output_that_cannot_be_written_is_an_environment_error(home: Path, a_
     for args in (
         ["run", "--input", f"s3://{MISSING}/in", "--output", f"{a_file}/lake"],
         ["demo", "--output", f"{a_file}/lake"],
-        ["compact", "--output", str(a_file)],
+        ["maintain", "--output", str(a_file)],
     ):
         outcome = newsflow(args, home)
         assert_fails_fast(outcome, 1, "is a file, not a directory")
@@ -154,7 +154,7 @@ def test_an_output_that_cannot_be_written_is_an_environment_error(home: Path, a_
 def test_a_read_only_output_folder_is_an_environment_error(home: Path, tmp_path: Path) -> None:
     folder = tmp_path / "read-only"
     folder.mkdir(mode=0o500)
-    outcome = newsflow(["compact", "--output", str(folder / "lake")], home)
+    outcome = newsflow(["maintain", "--output", str(folder / "lake")], home)
     assert_fails_fast(outcome, 1, "is not writable")
 
 
@@ -166,7 +166,8 @@ def test_missing_buckets_and_queues_are_named(
         (["run", "--input", f"s3://{MISSING}/in", "--output", lake], "input bucket"),
         (["run", "--input", f"s3://{bucket}/in", "--output", f"s3://{MISSING}/x"], "output bucket"),
         (["backfill", "--input", f"s3://{MISSING}/", "--output", lake, "--prefix", "a"], "input"),
-        (["compact", "--output", f"s3://{MISSING}/lake"], "output bucket"),
+        (["maintain", "--output", f"s3://{MISSING}/lake"], "output bucket"),
+        (["status", "--output", f"s3://{MISSING}/lake"], "output bucket"),
         (["serve", "--input", f"s3://{MISSING}/in", "--output", lake], "input bucket"),
         (
             ["deploy", "--input", f"s3://{bucket}/", "--output", f"s3://{MISSING}", "--pool", "p"],
