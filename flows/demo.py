@@ -9,7 +9,6 @@ queries the lake with DuckDB.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import socket
 from importlib.resources import files
@@ -67,7 +66,6 @@ def start_local_s3() -> str:
     """moto's S3 server in a thread on 127.0.0.1; returns its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = _free_port()
     ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -102,8 +100,8 @@ def delta_datasets(output: str) -> tuple[Any, Any]:
 def run_demo(output: str) -> None:
     import duckdb
 
-    from flows.cli import print_summary
     from flows.ingest import ingest_articles
+    from flows.summary import print_summary
 
     endpoint = start_local_s3()
     client = boto3.client("s3")

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.progress import RunProgress
 from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
 from tasks.enrich import enrich_batch
@@ -272,6 +273,7 @@ def ingest_articles(
     lake = Lake.open(output_uri, settings)
     client = PortableS3Client(settings)
     summary = RunSummary(input=str(location), output=lake.uri)
+    progress = RunProgress()
     on_dask = settings.task_runner_address is not None
     # A reprocessed batch must not take the id of the batch it replaces: history tells
     # the two apart by it.
@@ -291,6 +293,7 @@ def ingest_articles(
         del batch, stages  # this batch's results: free before the heap is trimmed
         trim_heap_above(settings.trim_heap_above_bytes)
         summary.seconds = time.monotonic() - started
+        progress.update(summary)
         logger.info(
             "progress: %d listed, %d new, %d written -> %d articles, %d rejects (%.1f articles/s)",
             summary.objects_listed,

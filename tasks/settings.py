@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         description="Tries of one Delta commit that keeps losing to concurrent commits to "
         "the same partitions before the write fails (and its task retries).",
     )
+    verbose: bool = Field(
+        False,
+        description="The stage workers let third-party libraries log at INFO, the "
+        "parsers' messages about each document included; otherwise parsers log only at "
+        "CRITICAL, network libraries at WARNING. `newsflow --verbose` sets it.",
+    )
     task_runner_address: str | None = Field(
         None,
         description="Dask scheduler address, or 'local' for a LocalCluster; unset = threads.",

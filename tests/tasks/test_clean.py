@@ -363,7 +363,7 @@ def test_no_text_is_rejected_with_a_reason(name: str) -> None:
 
 def test_stated_title_at_the_start_of_the_body_keeps_the_body() -> None:
     """A first sentence that begins with the stated title's words is body, not a headline
-    (found by the fault suite: the whole text was dropped as an over-long title)."""
+    (taken for an over-long title, the whole text would be dropped)."""
     body = (
         "Story 2 version 1. The harbour strike in Rotterdam went on for a second week.\n\n"
         "Talks between the union and the terminal operators stalled again on Monday."
