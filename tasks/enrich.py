@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from functools import cache
-from importlib import resources
 
 import numpy as np
 import regex
@@ -22,6 +21,7 @@ from yake_rust import Yake
 from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article
 from tasks.settings import Settings
+from tasks.stopwords import yake_stopwords
 
 # A word for counting: letters and digits, with inner apostrophes and number separators
 # ("It's", "3.5", "10,000"), or one ideograph or kana, since Chinese and Japanese don't
@@ -46,8 +46,6 @@ KEYWORD_MAX_WORDS = 2
 # YAKE's tokenizer splits contractions off at ASCII apostrophes only: with typographic
 # ones (U+2019) "n't", "'re" and "'ll" were keywords of one benchmark article in ten.
 _TYPOGRAPHIC_APOSTROPHES = str.maketrans("\u2019\u2018", "''")
-# The `yake` package names its Czech stopword list by the country code.
-_YAKE_FILE_CODES = {"cs": "cz"}
 
 # Near-duplicate signature. Shingles of SHINGLE_WORDS words: one edited word spoils only
 # three, and unrelated articles still share almost none. BANDS x ROWS = NUM_PERM
@@ -87,13 +85,8 @@ def reading_minutes(word_count: int, words_per_minute: int) -> float:
 @cache
 def _keyword_extractor(language: str) -> Yake:
     """One extractor per language and process, with the `yake` package's stopword list for
-    the language (its language-neutral one for languages it has none for, and `und`)."""
-    folder = resources.files("yake") / "core" / "StopwordsList"
-    path = folder / f"stopwords_{_YAKE_FILE_CODES.get(language, language)}.txt"
-    if not path.is_file():
-        path = folder / "stopwords_noLang.txt"
-    lines = path.read_text(encoding="utf-8").lower().splitlines()
-    return Yake(stopwords={line.strip() for line in lines} - {""}, ngrams=KEYWORD_MAX_WORDS)
+    the language (none for languages it has no list for, and `und`)."""
+    return Yake(stopwords=set(yake_stopwords(language)), ngrams=KEYWORD_MAX_WORDS)
 
 
 def extract_keywords(text: str, language: str, count: int) -> list[str]:

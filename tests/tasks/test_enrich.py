@@ -24,6 +24,7 @@ from tasks.enrich import (
     reading_minutes,
 )
 from tasks.settings import Settings
+from tasks.stopwords import yake_stopwords
 from tests.corpus import corpus_pages, make_article, processed_seed
 
 
@@ -174,3 +175,26 @@ def test_enrich_article_fills_every_field() -> None:
     assert 0 < len(article.keywords) <= 3
     assert article.content_hash == content_hash(article.text)
     assert article.dup_bands == duplicate_bands(article.text)
+
+
+# The alphabets of the two languages whose yake lists are in legacy encodings.
+ALPHABETS = {
+    "lt": set("aąbcčdeęėfghiįyjklmnoprsštuųūvzž"),
+    "sk": set("aáäbcčdďeéfghiíjklĺľmnňoóôpqrŕsštťuúvwxyýzž"),
+}
+
+
+@pytest.mark.parametrize("language", sorted(ALPHABETS))
+def test_legacy_encoded_stopword_lists_decode_to_their_alphabet(language: str) -> None:
+    words = yake_stopwords(language)
+    assert len(words) > 40
+    letters = {c for word in words for c in word if c.isalpha()}
+    assert letters <= ALPHABETS[language]
+    assert letters & (ALPHABETS[language] - set("abcdefghijklmnopqrstuvwxyz"))
+
+
+def test_every_stopword_list_is_read() -> None:
+    assert {"the", "of"} <= yake_stopwords("en") and "daß" in yake_stopwords("de")
+    assert {"apie", "nėra", "čia"} <= yake_stopwords("lt")
+    assert {"aký", "avšak", "keď"} <= yake_stopwords("sk")
+    assert yake_stopwords("cs") and yake_stopwords("und") == frozenset()
