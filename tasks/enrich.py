@@ -44,7 +44,8 @@ _WORD = regex.compile(rf"[{_IDEOGRAPHIC}]|[^\W{_IDEOGRAPHIC}]+(?:['\u2019.,][^\W
 # 0.104 / 0.059; on the publisher-tag measure P 0.321 / R 0.576 (before: 0.348 / 0.581);
 # 1.0 ms CPU an article. Choices, weighed on both measures: 1,500 characters (the whole
 # text: 500N 0.169, tags P 0.319); a phrase weighs 0.3 of its best word's weight per
-# mention (0.2: 500N 0.175, tags P 0.305; 1.0: 0.148, P 0.290; no phrases: 0.178, P 0.267).
+# mention (0.2: 500N 0.175, tags P 0.305; 1.0: 0.148, P 0.290; no phrases, 3,000
+# characters: 0.178, P 0.267).
 KEYWORD_MAX_CHARS = 1500
 PHRASE_MAX_WORDS = 3
 PHRASE_MIN_COUNT = 2
