@@ -114,19 +114,27 @@ def trim_heap_above(limit_bytes: int) -> bool:
 def _apply(
     stage: str, function: StageFunction, settings: Settings, article: Article
 ) -> Article | Reject:
-    """Run one stage on one article; bad input becomes a Reject instead of an exception."""
+    """Run one stage on one article; bad input becomes a Reject instead of an exception.
+
+    A stage's verdict (`RejectedArticle`: no article text, too short…) is an ordinary
+    reject; any other exception is also caught, so that one hostile input cannot sink the
+    batch, but its reject is marked `stage_error`: it may be a bug losing good articles.
+    """
+    stage_error = False
     try:
         return function(article, settings)
     except RejectedArticle as rejected:
         reason = rejected.reason
-    except Exception as error:  # a parser choking on hostile input must not sink the batch
+    except Exception as error:
         reason = f"{stage} failed on this input: {type(error).__name__}: {error}"[:500]
+        stage_error = True
     return Reject(
         object_key=article.object_key,
         object_etag=article.object_etag,
         stage=stage,
         reason=reason,
         line_number=article.line_number,
+        stage_error=stage_error,
     )
 
 

@@ -89,6 +89,8 @@ class Reject:
     stage: str
     reason: str
     line_number: int | None = None
+    # True when a stage raised an exception instead of giving a verdict on the input.
+    stage_error: bool = False
 
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
@@ -128,6 +130,7 @@ REJECT_SCHEMA = pa.schema(
         ("line_number", pa.int32()),
         ("stage", pa.string()),
         ("reason", pa.string()),
+        ("stage_error", pa.bool_()),
         ("ingested_at", _UTC_MICROS),
         ("batch_id", pa.string()),
     ]
@@ -196,6 +199,7 @@ def rejects_table(rejects: list[Reject], *, batch_id: str, ingested_at: datetime
         "line_number": [r.line_number for r in rejects],
         "stage": [r.stage for r in rejects],
         "reason": [r.reason for r in rejects],
+        "stage_error": [r.stage_error for r in rejects],
         "ingested_at": [ingested_at] * len(rejects),
         "batch_id": [batch_id] * len(rejects),
     }
