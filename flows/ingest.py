@@ -61,6 +61,9 @@ class RunSummary:
     seconds: float = 0.0
     commit_seconds: float = 0.0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    # Exceptions a stage raised, by stage: maybe a bug losing good articles, not a verdict
+    # on the input like "no article text".
+    stage_errors: Counter[str] = field(default_factory=Counter)
     articles_by_source: Counter[str] = field(default_factory=Counter)
     articles_by_language: Counter[str] = field(default_factory=Counter)
 
@@ -74,6 +77,7 @@ class RunSummary:
         self.articles_by_source.update(a.source for a in batch.articles)
         self.articles_by_language.update(a.language for a in batch.articles)
         self.rejects_by_reason.update(f"{r.stage}: {r.reason.split(':')[0]}" for r in batch.rejects)
+        self.stage_errors.update(r.stage for r in batch.rejects if r.stage_error)
 
     @property
     def articles_per_second(self) -> float:
@@ -82,7 +86,12 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["articles_per_second"] = round(self.articles_per_second, 2)
-        for name in ("rejects_by_reason", "articles_by_source", "articles_by_language"):
+        for name in (
+            "rejects_by_reason",
+            "stage_errors",
+            "articles_by_source",
+            "articles_by_language",
+        ):
             # asdict() rebuilds a Counter from (key, count) pairs, counting the pairs
             values[name] = dict(getattr(self, name).most_common())
         return values
@@ -134,15 +143,26 @@ def _publish_artifacts(summary: RunSummary) -> None:
         {"dimension": "reject", "value": k, "count": v}
         for k, v in summary.rejects_by_reason.most_common()
     ]
+    rows += [
+        {"dimension": "stage error", "value": k, "count": v}
+        for k, v in summary.stage_errors.most_common()
+    ]
     create_table_artifact(
         key="ingest-counts",
         table=rows,
-        description="Articles by source and language; rejects by reason.",
+        description="Articles by source and language; rejects by reason; stage errors.",
+    )
+    errors = sum(summary.stage_errors.values())
+    warning = (
+        f"**{errors} stage errors** (a stage raised on this input: a bug may be losing "
+        f"articles): {dict(summary.stage_errors.most_common())}\n\n"
+        if errors
+        else ""
     )
     create_markdown_artifact(
         key="ingest-summary",
         markdown=(
-            f"## Ingest {summary.input} -> {summary.output}\n\n"
+            f"## Ingest {summary.input} -> {summary.output}\n\n{warning}"
             f"{summary.objects_new} new of {summary.objects_listed} listed objects: "
             f"{summary.articles} articles, {summary.rejects} rejects in {summary.batches} batches; "
             f"{summary.objects_replaced} objects replaced earlier rows; "

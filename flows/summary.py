@@ -16,6 +16,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"in {summary['batches']} batches"
     )
     print(f"time    {summary['seconds']:.1f} s ({summary['articles_per_second']:.1f} articles/s)")
+    if errors := sum(summary["stage_errors"].values()):
+        print(
+            f"STAGE ERRORS {errors}: a stage raised on these inputs (see the rejects marked "
+            f"stage_error); a bug may be losing articles: {summary['stage_errors']}"
+        )
     for title, name in (
         ("per source", "articles_by_source"),
         ("per language", "articles_by_language"),

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import boto3
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from tasks.s3 import s3_client
@@ -114,9 +114,11 @@ def append_rows(
 def create_table(
     table_uri: str, schema: pa.Schema, partition_by: list[str], options: dict[str, str] | None
 ) -> None:
-    """Create the table if it does not exist; two runs creating it at once both succeed."""
+    """Create the table if it does not exist, or add the columns `schema` has and it lacks
+    (a table an older release wrote); two runs doing it at once both succeed."""
     for attempt in range(5):
         if DeltaTable.is_deltatable(table_uri, storage_options=options):
+            add_missing_columns(DeltaTable(table_uri, storage_options=options), schema)
             return
         try:
             DeltaTable.create(
@@ -131,6 +133,14 @@ def create_table(
             if attempt == 4:
                 raise
             backoff(attempt)
+
+
+def add_missing_columns(table: DeltaTable, schema: pa.Schema) -> None:
+    """Schema evolution by addition only: a new column reads as null in older rows."""
+    present = set(table.schema().to_arrow().names)
+    missing = [field for field in schema if field.name not in present]
+    if missing:
+        table.alter.add_columns(Schema.from_arrow(pa.schema(missing)).fields)
 
 
 def history(table_uri: str, options: dict[str, str] | None, limit: int) -> list[dict[str, Any]]:

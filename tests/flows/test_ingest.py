@@ -310,3 +310,48 @@ def test_demo_finds_the_seed_beside_the_working_checkout(
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert find_seed_article() == seed
+
+
+def test_a_stage_exception_is_counted_apart_from_verdicts(
+    s3,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stage that raises on legitimate text loses that article: the run says so, apart
+    from verdicts on the input, and the reject row is marked."""
+    import tasks.enrich as enrich_module
+    from flows.summary import print_summary
+
+    good = (
+        "Dock workers in Rotterdam ended their strike on Monday after a night of talks at the port."
+    )
+    upload(
+        s3,
+        bucket,
+        {
+            "in/s/ok.txt": good.encode(),
+            "in/s/bug.txt": ("Bug " + good).encode(),
+            "in/s/empty.txt": b"",
+        },
+    )
+    real = enrich_module.extract_keywords
+
+    def fails_on_bug(text: str, *args, **kwargs):
+        if "Bug" in text:
+            raise UnicodeDecodeError("utf-8", b"\xf0", 0, 1, "invalid start byte")
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(enrich_module, "extract_keywords", fails_on_bug)
+    output = tmp_path / "lake"
+    summary = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert (summary["articles"], summary["rejects"]) == (1, 2)
+    assert summary["stage_errors"] == {"enrich": 1}
+    _, rejects = lake_tables(output)
+    assert {r["object_key"]: r["stage_error"] for r in rejects} == {
+        "in/s/bug.txt": True,
+        "in/s/empty.txt": False,
+    }
+    print_summary(summary)
+    assert "STAGE ERRORS 1" in capsys.readouterr().out
