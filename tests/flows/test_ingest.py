@@ -355,3 +355,66 @@ def test_a_stage_exception_is_counted_apart_from_verdicts(
     }
     print_summary(summary)
     assert "STAGE ERRORS 1" in capsys.readouterr().out
+
+
+def test_history_and_restore_undo_a_reprocess(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "Story {n} about the harbour strike in Rotterdam, with enough words to be kept as an article."
+    upload(s3, bucket, {f"in/s/{n}.txt": body.format(n=n).encode() for n in range(4)})
+    lake = str(tmp_path / "lake")
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", lake]) == 0
+    before, before_rejects = lake_tables(Path(lake))
+    version = Lake.open(lake, Settings()).table("articles").version()
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", lake, "--reprocess"]) == 0
+    reprocessed, _ = lake_tables(Path(lake))
+    assert {a["batch_id"] for a in reprocessed}.isdisjoint({a["batch_id"] for a in before})
+    capsys.readouterr()
+
+    assert main(["history", "--output", lake]) == 0
+    history = capsys.readouterr().out
+    assert "| reprocess |" in history and "| ingest |" in history
+
+    assert main(["restore", "--output", lake, "--version", str(version)]) == 0
+    assert "articles: restored to version" in capsys.readouterr().out
+    restored, restored_rejects = lake_tables(Path(lake))
+    key = lambda row: (row["object_key"], row["line_number"] or 0)  # noqa: E731
+    assert sorted(restored, key=key) == sorted(before, key=key)
+    assert restored_rejects == before_rejects
+    again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=lake)
+    assert again["objects_new"] == 0, "the restored ledger disagrees with the restored rows"
+
+
+def test_status_as_text_and_as_a_flow_artifact(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.status import lake_status_flow
+
+    objects = sample_objects(SHARED / "samples" / "seed-article.txt")
+    upload(s3, bucket, objects)
+    lake = str(tmp_path / "lake")
+    summary = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=lake)
+    assert main(["status", "--output", lake]) == 0
+    text = capsys.readouterr().out
+    for heading in (
+        "| articles |",
+        "## Last commits",
+        "## Articles per source",
+        "## Languages",
+        "## Rejects by reason",
+    ):
+        assert heading in text, heading
+    assert (
+        f"({summary['rejects']} rejects; {len(objects)} object versions committed in all)" in text
+    )
+    assert "| ingest |" in text
+
+    published = lake_status_flow(output_uri=lake)
+    assert published.splitlines()[1:] == text.rstrip("\n").splitlines()[1:]
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    assert any(
+        a.key == "lake-status" and "## Rejects by reason" in (a.data or "") for a in artifact
+    )

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tasks.storage import OutputRoot
 
 from evaluation.corpus import language_codes, language_sentences
 from flows.ingest import ingest_articles
 from tasks.language import _codes
 from tasks.settings import Settings
-from tasks.storage import OutputRoot
 from tests.conftest import read_snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
