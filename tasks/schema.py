@@ -136,8 +136,9 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-# `ledger` table: one row per object version committed, with where its rows went; the
-# newest row per key is what the lake holds for that object now (tasks/lake/ledger.py).
+# `ledger` table: one row per object version a batch writes, first as an intent (`done`
+# false, before the batch's data commits), then as done; the newest done row per key is
+# what the lake holds for that object now (tasks/lake/ledger.py).
 LEDGER_SCHEMA = pa.schema(
     [
         ("object_fingerprint", pa.binary()),  # blake2b-128 of key and ETag
@@ -148,6 +149,7 @@ LEDGER_SCHEMA = pa.schema(
         ("articles", pa.int32()),
         ("rejects", pa.int32()),
         ("partitions", pa.list_(pa.string())),  # "source=<slug>/date=<YYYY-MM-DD>" of its articles
+        ("done", pa.bool_()),
     ]
 )
 

@@ -4,19 +4,22 @@
     <output>/rejects    what could not be an article, and why
     <output>/ledger     which object versions are done (tasks/lake/ledger.py)
 
-A batch commits its reject rows, then its article rows, then its ledger rows. The data
-commits **replace by object key**: one Delta commit deletes whatever rows the batch's
-objects have in the table and adds the new ones. So:
+A batch commits, in this order: its ledger rows as an **intent** (the partitions its
+article rows go to), its reject rows, its article rows, its ledger rows as **done**. The
+data commits **replace by object key**: one Delta commit deletes whatever rows the
+batch's objects have in the table and adds the new ones. So:
 
 - a re-uploaded or reprocessed object's old rows go and its new rows come in one commit;
-- a batch written again (a retried task, a run that died before its ledger commit, two
-  runs that processed the same objects) replaces its own rows instead of adding a copy;
+- a batch written again (a retried task, a run killed before its done commit, two runs
+  that processed the same objects) replaces its own rows instead of adding a copy;
 - concurrent writers need no lease: a commit whose snapshot went stale fails with
   `CommitFailedError` when another commit touched the same partitions, and is redone
   from the new snapshot (`delta.replace_rows`).
 
-The ledger is appended last, so an object it names is in the data tables; an object
-whose data landed but whose ledger row did not is processed again and replaced.
+Where an object's old rows are comes from the ledger: its done row and every intent of
+it, brought up to date right before the data commits (`Ledger.refresh`), so a version
+written by a killed batch, or by another run a moment ago, is replaced even when the new
+version goes to another date partition.
 """
 
 from __future__ import annotations
@@ -113,8 +116,7 @@ class Lake:
 
     def ledger(self) -> Ledger:
         """The ledger as it is now: load once per run, before listing."""
-        columns = ["object_fingerprint", "object_key", "committed_at", "articles", "rejects"]
-        return Ledger(self.table(LEDGER).to_pyarrow_table(columns=[*columns, "partitions"]))
+        return Ledger.load(self.table(LEDGER))
 
     def write_batch(
         self,
@@ -130,9 +132,22 @@ class Lake:
         into each commit for `newsflow history` (run id, operation)."""
         now = datetime.now(UTC)
         keys = {key for key, _ in objects}
-        previous = ledger.previous(keys)
         meta = {**metadata, "batch": batch_id, "objects": str(len(objects))}
-        report = WriteReport(batch_id, 0, len(articles), len(rejects), len(previous))
+        rows = articles_table(articles, batch_id=batch_id, ingested_at=now)
+        partitions_of = _article_partitions(rows)
+        ledger_rows = _ledger_rows(batch_id, objects, articles, rejects, partitions_of, now)
+        # Objects the lake held before this batch: re-uploads, reprocessing.
+        replaced = len(ledger.previous(keys))
+        report = WriteReport(batch_id, ledger_rows.num_rows, len(articles), len(rejects), replaced)
+
+        started = datetime.now(UTC)
+        intent = ledger_rows.set_column(
+            ledger_rows.schema.get_field_index("done"), "done", pa.array([False] * len(ledger_rows))
+        )
+        delta.append_rows(self.table_uri(LEDGER), intent, {**meta, "step": "intent"}, self.options)
+        ledger.refresh()
+        report.commit_seconds["intent"] = (datetime.now(UTC) - started).total_seconds()
+        previous = ledger.previous(keys)
 
         reject_keys = {r.object_key for r in rejects} | {
             key for key, p in previous.items() if p.rejects
@@ -149,8 +164,6 @@ class Lake:
             )
             report.commit_seconds[REJECTS] = (datetime.now(UTC) - started).total_seconds()
 
-        rows = articles_table(articles, batch_id=batch_id, ingested_at=now)
-        partitions_of = _article_partitions(rows)
         article_keys = set(partitions_of) | {key for key, p in previous.items() if p.articles}
         if article_keys:
             started = datetime.now(UTC)
@@ -164,12 +177,12 @@ class Lake:
             )
             report.commit_seconds[ARTICLES] = (datetime.now(UTC) - started).total_seconds()
 
-        ledger_rows = _ledger_rows(batch_id, objects, articles, rejects, partitions_of, now)
         started = datetime.now(UTC)
-        delta.append_rows(self.table_uri(LEDGER), ledger_rows, meta, self.options)
+        delta.append_rows(
+            self.table_uri(LEDGER), ledger_rows, {**meta, "step": "done"}, self.options
+        )
         report.commit_seconds[LEDGER] = (datetime.now(UTC) - started).total_seconds()
         ledger.record(ledger_rows)
-        report.objects = ledger_rows.num_rows
         return report
 
     def history(self, name: str = ARTICLES, limit: int = 20) -> list[dict[str, Any]]:
@@ -285,6 +298,7 @@ def _ledger_rows(
             "articles": [article_counts.get(k, 0) for k, _ in accounted],
             "rejects": [reject_counts.get(k, 0) for k, _ in accounted],
             "partitions": [sorted(partitions_of.get(k, ())) for k, _ in accounted],
+            "done": [True] * len(accounted),
         },
         schema=LEDGER_SCHEMA,
     )

@@ -2,7 +2,8 @@
 
 Compaction rewrites one partition at a time (a partition of `articles`, or a whole
 unpartitioned table) as a Delta replace of that partition, read and written from the
-same snapshot. It is not `optimize.compact()`: delta-rs 1.6.6 commits a compaction's file
+same snapshot; the ledger's rewrite leaves out the intents of batches that finished.
+It is not `optimize.compact()`: delta-rs 1.6.6 commits a compaction's file
 removals as `dataChange=false`, which its conflict checker does not test against another
 compaction, and two compactions started from the same version both commit and double
 every row (../shared/DELTA-NOTES.md; `tests/lake/test_maintain.py` shows it). A replace
@@ -21,7 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from tasks.lake import delta
-from tasks.lake.lake import TABLES, Lake
+from tasks.lake.lake import LEDGER, TABLES, Lake
 
 
 @dataclass(slots=True)
@@ -45,6 +46,26 @@ def _small_file_groups(table: DeltaTable, target_bytes: int) -> dict[tuple[str, 
     return {values: count for values, count in groups.items() if count > 1}
 
 
+def settled_intents_removed(rows: pa.Table) -> pa.Table:
+    """The ledger without the intents whose batch committed them as done: they say
+    nothing the done rows do not. A killed batch's intents stay: they say where rows
+    may be that no done row names."""
+    done = rows.filter(pc.fill_null(rows.column("done"), True))
+    settled = set(
+        zip(done.column("batch_id").to_pylist(), done.column("object_key").to_pylist(), strict=True)
+    )
+    keep = [
+        bool(flag is not False) or (batch, key) not in settled
+        for batch, key, flag in zip(
+            rows.column("batch_id").to_pylist(),
+            rows.column("object_key").to_pylist(),
+            rows.column("done").to_pylist(),
+            strict=True,
+        )
+    ]
+    return rows.filter(pa.array(keep))
+
+
 def compact_partition(lake: Lake, name: str, values: tuple[str, ...]) -> bool:
     """Rewrite one partition's rows as few files, in one commit based on the snapshot the
     rows were read from; False if a concurrent commit to the partition won."""
@@ -56,6 +77,8 @@ def compact_partition(lake: Lake, name: str, values: tuple[str, ...]) -> bool:
         condition = pc.field(column) == value
         selector = condition if selector is None else selector & condition
     rows = snapshot.to_pyarrow_dataset().to_table(filter=selector)
+    if name == LEDGER:
+        rows = settled_intents_removed(rows)
     try:
         write_deltalake(
             snapshot,  # the snapshot the rows came from: later commits are conflicts

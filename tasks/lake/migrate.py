@@ -119,12 +119,17 @@ def _ledger_rows(filesystem: pafs.FileSystem, base: str) -> pa.Table:
     columns = {
         name: current.column(name)
         for name in LEDGER_SCHEMA.names
-        if name not in {"partitions", "object_fingerprint"}
+        if name not in {"partitions", "object_fingerprint", "done"}
     }
     fingerprints = pc.cast(current.column("object_fingerprint"), pa.binary())
     return (
         pa.Table.from_pydict(
-            {**columns, "object_fingerprint": fingerprints, "partitions": partitions}
+            {
+                **columns,
+                "object_fingerprint": fingerprints,
+                "partitions": partitions,
+                "done": [True] * current.num_rows,
+            }
         )
         .select(LEDGER_SCHEMA.names)
         .cast(LEDGER_SCHEMA)

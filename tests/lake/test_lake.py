@@ -146,9 +146,9 @@ def test_writers_of_other_partitions_commit_side_by_side(lake: Lake) -> None:
     jobs = [(f"b{n}", [f"in/s{n}/{k}" for k in range(4)], f"s{n}", 3) for n in range(3)]
     _run_together(lake.uri, jobs)
     assert units(lake) == Counter({(f"in/s{n}/{k}", 0): 1 for n in range(3) for k in range(4)})
-    ledger_keys = lake.table(LEDGER).to_pyarrow_table(columns=["object_key"]).column("object_key")
-    assert Counter(ledger_keys.to_pylist()) == Counter(
-        {f"in/s{n}/{k}": 3 for n in range(3) for k in range(4)}
+    ledger = lake.table(LEDGER).to_pyarrow_table(columns=["object_key", "done"]).to_pylist()
+    assert Counter((r["object_key"], r["done"]) for r in ledger) == Counter(
+        {(f"in/s{n}/{k}", done): 3 for n in range(3) for k in range(4) for done in (False, True)}
     )
 
 
@@ -184,3 +184,44 @@ def test_restore_puts_every_table_back_before_a_bad_reprocess(lake: Lake) -> Non
     assert units(lake, REJECTS) == Counter({("in/c", 0): 1})
     assert lake.table(LEDGER).to_pyarrow_table().num_rows == ledger_rows
     assert lake.restore(lake.table(ARTICLES).version()) == {}
+
+
+def test_a_new_date_after_a_batch_killed_before_its_done_commit(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1 (the 20th) reaches `articles`, the batch dies before its done commit;
+    version 2 (the 25th) goes to another partition: the intent says where version 1 is."""
+    import tasks.lake.lake as lake_module
+
+    real = lake_module.delta.append_rows
+
+    def killed_at_done(uri: str, rows, metadata: dict[str, str], options) -> None:
+        if metadata.get("step") == "done":
+            raise KeyboardInterrupt("killed before the done commit")
+        real(uri, rows, metadata, options)
+
+    monkeypatch.setattr(lake_module.delta, "append_rows", killed_at_done)
+    with pytest.raises(KeyboardInterrupt):
+        write(lake, "b1", [article("in/moving", "v1", day=20)])
+    monkeypatch.setattr(lake_module.delta, "append_rows", real)
+    assert units(lake) == Counter({("in/moving", 0): 1})
+    assert len(lake.ledger()) == 0, "a batch without its done commit is not done"
+
+    write(lake, "b2", [article("in/moving", "v2", day=25)])
+    rows = lake.table(ARTICLES).to_pyarrow_table(columns=["object_key", "object_etag", "date"])
+    assert rows.to_pylist() == [
+        {"object_key": "in/moving", "object_etag": "v2", "date": "2026-11-25"}
+    ]
+
+
+def test_runs_with_stale_ledgers_see_each_others_rows_before_they_commit(lake: Lake) -> None:
+    """Two runs loaded the ledger before either wrote; one writes version 1 (the 20th),
+    then the other version 2 (the 25th): the second looks again before its data commits."""
+    first, second = lake.ledger(), lake.ledger()
+    lake.write_batch(
+        "a", [("in/moving", "v1")], [article("in/moving", "v1", day=20)], [], first, {}
+    )
+    lake.write_batch(
+        "b", [("in/moving", "v2")], [article("in/moving", "v2", day=25)], [], second, {}
+    )
+    assert units(lake) == Counter({("in/moving", 0): 1})
