@@ -126,7 +126,13 @@ MAX_HEADLINE_WORDS = 25
 MIN_PROSE_WORDS = 16
 MIN_SENTENCE_WORDS = 4
 SHORT_LINE_COST = 6
-_SENTENCE_END = frozenset('.!?…"\u201d')
+_SENTENCE_END = frozenset('.!?…"\u201d\u3002\uff01\uff1f\u300d')
+# Han, kana, Hangul is spaced; Thai, Lao, Khmer, Myanmar. A Chinese or Japanese word is
+# about two characters.
+_UNSPACED = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]"
+)
+UNSPACED_WORD_CHARS = 2
 MAX_DATELINE_WORDS = 12
 HEAD_PROSE_WORDS = 60
 _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
@@ -306,7 +312,7 @@ def densest_passage(paragraphs: list[str]) -> list[str]:
     best, best_span = 0, (0, len(paragraphs))
     running, start = 0, 0
     for i, paragraph in enumerate(paragraphs):
-        score = len(paragraph.split()) if _is_prose(paragraph) else -SHORT_LINE_COST
+        score = _word_count(paragraph) if _is_prose(paragraph) else -SHORT_LINE_COST
         if running <= 0:
             running, start = score, i
         else:
@@ -316,8 +322,14 @@ def densest_passage(paragraphs: list[str]) -> list[str]:
     return paragraphs[best_span[0] : best_span[1]]
 
 
+def _word_count(paragraph: str) -> int:
+    """Words, as spaces separate them, plus one per UNSPACED_WORD_CHARS characters of the
+    scripts written without spaces (Chinese, Japanese, Thai…)."""
+    return len(paragraph.split()) + len(_UNSPACED.findall(paragraph)) // UNSPACED_WORD_CHARS
+
+
 def _is_prose(paragraph: str) -> bool:
-    words = len(paragraph.split())
+    words = _word_count(paragraph)
     return words >= MIN_PROSE_WORDS or (
         words >= MIN_SENTENCE_WORDS and paragraph[-1] in _SENTENCE_END
     )
@@ -346,7 +358,7 @@ def start_after_byline(paragraphs: list[str]) -> list[str]:
         if _is_dateline(paragraph):
             start = i + 1
         elif _is_prose(paragraph):
-            prose_words += len(paragraph.split())
+            prose_words += _word_count(paragraph)
     return paragraphs[start:]
 
 
@@ -370,7 +382,7 @@ def end_at_footer(paragraphs: list[str]) -> list[str]:
         ):
             return paragraphs[:i]
         if _is_prose(paragraph):
-            prose_words += len(paragraph.split())
+            prose_words += _word_count(paragraph)
     return paragraphs
 
 

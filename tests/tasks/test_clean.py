@@ -31,7 +31,13 @@ from tasks.extract import extract_article
 from tasks.language import detect_article_language
 from tasks.schema import Article, RejectedArticle
 from tasks.settings import Settings
-from tests.corpus import corpus_pages, make_article, processed_seed, seed_text
+from tests.corpus import (
+    corpus_pages,
+    language_sentences,
+    make_article,
+    processed_seed,
+    seed_text,
+)
 
 SEED_TITLE = (
     "The Governments of Russia and Cuba agree to fight against Western "
@@ -161,6 +167,65 @@ def test_menus_and_link_lists_around_the_prose_are_dropped() -> None:
     links = ["Most read", "Ten things to do", "Bridge reopens", "Local team wins"]
     text = "\n\n".join(menu + prose + links)
     assert clean_scraped_text(text)[0] == "\n\n".join(prose)
+
+
+@pytest.mark.parametrize("code", ["ja", "zh"])
+def test_menus_around_prose_without_spaces_are_dropped(code: str) -> None:
+    """Chinese and Japanese lines have no spaces to count words by, nor a Latin full stop."""
+    sentences = language_sentences(code)[:40]
+    prose = ["".join(sentences[i : i + 4]) for i in range(0, 40, 4)]
+    menu = ["Home", "World News Today", "Business and Markets", "Sport results"]
+    links = ["Most read", "Ten things to do this weekend", "Bridge reopens after repairs"]
+    text = "\n\n".join(menu + prose + links)
+    assert clean_scraped_text(text)[0] == normalise_text("\n\n".join(prose))
+
+
+def test_headline_standfirst_and_caption_above_the_byline_are_dropped() -> None:
+    prose = [
+        "A storm hit the coast on Monday night, officials said, leaving thousands of homes "
+        "without power and closing the main road north of the city for most of the day.",
+        "Crews worked through the night to clear fallen trees from the roads and railway.",
+        "More rain is expected on Wednesday, forecasters said, though winds should ease "
+        "by the weekend across the region and the roads are expected to reopen on Friday.",
+    ]
+    head = [
+        "Storm hits the coast",
+        "Thousands are without power after the worst storm in a decade hit on Monday.",
+        "Fallen trees block the main road north of the city on Tuesday morning.",
+        "By Jane Doe",
+        "November 19, 2019, 9:02 AM",
+    ]
+    assert clean_scraped_text("\n\n".join(["Home", "News", *head, *prose]))[0] == (
+        "\n\n".join(prose)
+    )
+
+
+def test_a_comment_thread_after_the_article_is_cut_however_long() -> None:
+    prose = [
+        f"Paragraph {i} of the article says what happened on Monday, who was there, and why "
+        "it matters to the people of the town and to the council."
+        for i in range(3)
+    ]
+    comment = (
+        "I think this is the right call, and I have said so for years at every meeting of "
+        "the council, though nobody listened to me then."
+    )
+    thread = ["[ 167 comments ]", "Top Rated Comments"] + [
+        line for i in range(8) for line in (f"user{i}", "2 days ago at 07:52 am", comment)
+    ]
+    assert clean_scraped_text("\n\n".join(["Home", *prose, *thread]))[0] == "\n\n".join(prose)
+
+
+def test_a_related_box_inside_the_article_does_not_end_it() -> None:
+    prose = [
+        f"Paragraph {i} of the article says what happened on Monday, who was there, and why "
+        "it matters to the people of the town and to the council."
+        for i in range(6)
+    ]
+    box = ["Related articles", "Council meets on Friday"]
+    text = "\n\n".join(["Home", *prose[:3], *box, *prose[3:]])
+    kept = clean_scraped_text(text)[0].split("\n\n")
+    assert [p for p in kept if p in prose] == prose
 
 
 def test_stated_title_wins_over_the_breadcrumb() -> None:
