@@ -195,6 +195,14 @@ _INLINE_FURNITURE = re.compile(
 _BOXES = re.compile(
     r"^(?:related\b|comments?\b|(?:noticias|art[ií]culos|not[ií]cias|mat[eé]rias) relacionad)"
 )
+# Photo credits: "(Image: Getty)", "Photograph: Name/Agency", "Credit…Name", "Name/Getty
+# Images", "(AP Photo/Name)".
+_PHOTO_CREDIT = re.compile(
+    r"[(\[]\s*(?:image|photo|photograph|picture|pic|credit)s?\s*:|^(?:image|photo|photograph|picture)s?\s*:"
+    r"|\bcredit\s*(?::|\.\.\.|…)|getty images|shutterstock|\bap photo\b|\bgetty\s*\)?$"
+)
+MAX_CAPTION_WORDS = 45
+MAX_CREDIT_WORDS = 8
 # Notices that mark a footer wherever they stand, however long the paragraph.
 _FOOTER_NOTICES = re.compile(
     r"this site uses akismet|your email address will not be published"
@@ -204,7 +212,8 @@ _FOOTER_NOTICES = re.compile(
 # Wire-service credits ("Reporting by …; Editing by …"), however many names they list.
 _CREDITS = re.compile(r"^\(?(?:additional )?(?:reporting|writing|editing) by\b")
 # A short paragraph naming a newsletter is a sign-up box, whatever its wording.
-_NEWSLETTER = re.compile(r"\bnewsletters?\b")
+_NEWSLETTER = re.compile(r"\bnewsletters?\b|\byour inbox\b")
+MAX_APPEAL_WORDS = 40
 
 
 def normalise_text(text: str) -> str:
@@ -386,6 +395,32 @@ def end_at_footer(paragraphs: list[str]) -> list[str]:
     return paragraphs
 
 
+def _is_credit(paragraph: str) -> bool:
+    return len(paragraph.split()) <= MAX_CAPTION_WORDS and bool(
+        _PHOTO_CREDIT.search(paragraph.casefold())
+    )
+
+
+def _is_credit_only(paragraph: str) -> bool:
+    """A credit on its own line: a few words, every one capitalised (names, agencies)."""
+    words = paragraph.split()
+    return len(words) <= MAX_CREDIT_WORDS and not any(w[0].islower() for w in words)
+
+
+def drop_captions(paragraphs: list[str]) -> list[str]:
+    """Drop photo captions: a line that carries a photo credit, and the line above a line
+    that is only a credit (a caption with its credit underneath)."""
+    credited = [_is_credit(p) for p in paragraphs]
+    captioned = [
+        i + 1 < len(paragraphs)
+        and credited[i + 1]
+        and _is_credit_only(paragraphs[i + 1])
+        and len(p.split()) <= MAX_CAPTION_WORDS
+        for i, p in enumerate(paragraphs)
+    ]
+    return [p for i, p in enumerate(paragraphs) if not (credited[i] or captioned[i])]
+
+
 def _is_short(paragraph: str) -> bool:
     return len(paragraph.split()) <= MAX_MARKER_WORDS
 
@@ -401,8 +436,8 @@ def cut_footer(paragraphs: list[str]) -> list[str]:
         )
         if footer and i >= len(paragraphs) // 2:
             break
-        inline = _is_short(paragraph) and (
-            _INLINE_FURNITURE.match(lowered) or _NEWSLETTER.search(lowered)
+        inline = (_is_short(paragraph) and _INLINE_FURNITURE.match(lowered)) or (
+            len(paragraph.split()) <= MAX_APPEAL_WORDS and _NEWSLETTER.search(lowered)
         )
         if not (footer or inline or _CREDITS.match(lowered) or _RULE.match(paragraph)):
             kept.append(paragraph)
@@ -419,7 +454,7 @@ def clean_scraped_text(text: str, title: str | None = None) -> tuple[str, str | 
     else:
         paragraphs, title = drop_title_lines(paragraphs, crumb_title or headline(paragraphs))
     paragraphs = end_at_footer(start_after_byline(densest_passage(paragraphs)))
-    paragraphs = cut_footer(dedupe_paragraphs(paragraphs))
+    paragraphs = cut_footer(dedupe_paragraphs(drop_captions(paragraphs)))
     return "\n\n".join(paragraphs), title
 
 

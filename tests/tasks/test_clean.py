@@ -19,6 +19,7 @@ from tasks.clean import (
     clean_scraped_text,
     cut_footer,
     dedupe_paragraphs,
+    drop_captions,
     drop_link_paragraphs,
     drop_page_header,
     drop_title_lines,
@@ -228,6 +229,19 @@ def test_a_related_box_inside_the_article_does_not_end_it() -> None:
     assert [p for p in kept if p in prose] == prose
 
 
+def test_photo_captions_are_dropped() -> None:
+    body = [
+        "First paragraph.",
+        "Protesters marched on Monday (Image: GETTY )",
+        "Second paragraph.",
+        "Officials handed out masks to schoolchildren amid the smog.",
+        "Jane Roe/Hindustan Times/Getty Images",
+        "Third paragraph.",
+        "He did not win.Credit...Doug Mills/The New York Times",
+    ]
+    assert drop_captions(body) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
+
+
 def test_stated_title_wins_over_the_breadcrumb() -> None:
     text = "Home \u00bb News \u00bb Short crumb\n\nStated title\n\nBody text of the article."
     assert clean_scraped_text(text, "Stated title") == ("Body text of the article.", "Stated title")
@@ -374,6 +388,7 @@ def test_newsletter_boxes_and_wire_credits_are_dropped_without_cutting() -> None
     body = [
         "First paragraph.",
         "Pick Six Newsletter",
+        "Get the day's big stories and fun stuff you love, delivered to your inbox.",
         "Second paragraph.",
         "Third paragraph.",
         "Reporting by Jane Doe; additional reporting by John Roe, Ann Poe and Bob Loe; "
