@@ -358,8 +358,9 @@ def _is_dateline(paragraph: str) -> bool:
 
 def start_after_byline(paragraphs: list[str]) -> list[str]:
     """Drop the page header the passage may open with (headline, standfirst, photo
-    caption): everything up to a byline or date line that comes before the article's
-    first HEAD_PROSE_WORDS words of prose."""
+    caption): everything above a byline or date line that comes before the article's
+    first HEAD_PROSE_WORDS words of prose, except the byline and date lines themselves,
+    which the extract stage reads the author and date from."""
     start, prose_words = 0, 0
     for i, paragraph in enumerate(paragraphs):
         if prose_words >= HEAD_PROSE_WORDS:
@@ -368,7 +369,7 @@ def start_after_byline(paragraphs: list[str]) -> list[str]:
             start = i + 1
         elif _is_prose(paragraph):
             prose_words += _word_count(paragraph)
-    return paragraphs[start:]
+    return [p for p in paragraphs[:start] if _is_dateline(p)] + paragraphs[start:]
 
 
 def _is_footer(paragraph: str) -> bool:

@@ -19,9 +19,9 @@ MIN_EXTRACTION_F1 = 0.972
 MIN_EXTRACTION_HALF_F1 = 0.968
 MIN_EXTRACTION_PRECISION = 0.968
 MIN_EXTRACTION_RECALL = 0.975
-# Measured: 0.928 (0.693 uncleaned); dev 0.965, confirmation 0.891.
-MIN_SCRAPED_F1 = 0.924
-MIN_SCRAPED_HALF_F1 = {"development": 0.960, "confirmation": 0.886}
+# Measured: 0.927 (0.693 uncleaned); dev 0.964, confirmation 0.889.
+MIN_SCRAPED_F1 = 0.922
+MIN_SCRAPED_HALF_F1 = {"development": 0.960, "confirmation": 0.884}
 # Measured: 99.08 % of single sentences (98.92 % first 100, 99.24 % last 100 per
 # language); none of 2,040 five-sentence texts wrong.
 MIN_SENTENCE_ACCURACY = 0.990

@@ -182,6 +182,7 @@ def test_menus_around_prose_without_spaces_are_dropped(code: str) -> None:
 
 
 def test_headline_standfirst_and_caption_above_the_byline_are_dropped() -> None:
+    """The byline and date line stay at the top, where the extract stage reads them."""
     prose = [
         "A storm hit the coast on Monday night, officials said, leaving thousands of homes "
         "without power and closing the main road north of the city for most of the day.",
@@ -196,9 +197,14 @@ def test_headline_standfirst_and_caption_above_the_byline_are_dropped() -> None:
         "By Jane Doe",
         "November 19, 2019, 9:02 AM",
     ]
-    assert clean_scraped_text("\n\n".join(["Home", "News", *head, *prose]))[0] == (
-        "\n\n".join(prose)
-    )
+    raw = "\n\n".join(["Home", "News", *head, *prose])
+    assert clean_scraped_text(raw)[0] == "\n\n".join(head[3:] + prose)
+    article = make_article(raw)
+    for stage in (clean_article, detect_article_language, extract_article):
+        article = stage(article, Settings())
+    assert article.author == "Jane Doe"
+    assert article.published_at is not None
+    assert article.published_at.date().isoformat() == "2019-11-19"
 
 
 def test_a_comment_thread_after_the_article_is_cut_however_long() -> None:
