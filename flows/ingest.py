@@ -299,7 +299,7 @@ def ingest_articles(
     # the two apart by it.
     salt = str(flow_run.id) if reprocess else ""
     metadata = {"operation": "reprocess" if reprocess else "ingest", "run": str(flow_run.id)}
-    ledger = lake.ledger()
+    ledger = lake.ledger(keys)
     logger.info("%d objects already in the lake at %s", len(ledger), lake.uri)
 
     def write_oldest(

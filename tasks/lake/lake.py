@@ -114,9 +114,10 @@ class Lake:
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
 
-    def ledger(self) -> Ledger:
-        """The ledger as it is now: load once per run, before listing."""
-        return Ledger.load(self.table(LEDGER))
+    def ledger(self, keys: list[str] | None = None) -> Ledger:
+        """The ledger as it is now, or only its rows of `keys` (a run for named objects,
+        as the event path starts, need not read a million rows): load once per run."""
+        return Ledger.load(self.table(LEDGER), keys)
 
     def write_batch(
         self,

@@ -90,8 +90,13 @@ class Ledger:
         self._files = set(source.file_uris()) if source is not None else set()
 
     @classmethod
-    def load(cls, table: DeltaTable) -> Ledger:
-        return cls(table.to_pyarrow_table(), table)
+    def load(cls, table: DeltaTable, keys: list[str] | None = None) -> Ledger:
+        if keys is None:
+            return cls(table.to_pyarrow_table(), table)
+        if not keys:
+            return cls(pa.schema(table.schema().to_arrow()).empty_table(), table)
+        rows = table.to_pyarrow_dataset().to_table(filter=pc.field("object_key").isin(keys))
+        return cls(rows, table)
 
     def __len__(self) -> int:
         return self.current.num_rows
