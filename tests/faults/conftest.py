@@ -97,7 +97,9 @@ class Driver:
             messages.append(
                 {
                     "argv": run.argv,
-                    "env": {**RUN_ENV, **run.env},
+                    # A Prefect home per run: runs sharing one wait on each other's
+                    # start (seconds each, measured), which would serialise them.
+                    "env": {**RUN_ENV, "PREFECT_HOME": str(log.with_suffix("")), **run.env},
                     "fault": run.fault,
                     "log": str(log),
                 }

@@ -73,6 +73,15 @@ READERS: dict[str, Callable[[str | Path, str], list[Row]]] = {
 }
 
 
+def reject_reasons(output: str | Path) -> dict[Unit, str]:
+    """(object_key, line) -> reason of every reject, as deltalake reads them."""
+    if not exists(output, "rejects"):
+        return {}
+    table = DeltaTable(table_uri(output, "rejects"), storage_options=options(output))
+    rows = table.to_pyarrow_table(columns=["object_key", "line_number", "reason"]).to_pylist()
+    return {(row["object_key"], row["line_number"] or 0): row["reason"] for row in rows}
+
+
 def doubled(rows: list[Row]) -> dict[Unit, int]:
     units = Counter((key, line) for key, line, _, _ in rows)
     return {unit: n for unit, n in units.items() if n > 1}
