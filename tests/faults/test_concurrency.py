@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tasks.lake import Lake
+from tasks.lake import maintain as maintain_tables
 from tasks.schema import Article
 from tasks.settings import Settings
 from tests.faults.conftest import Driver, Run, RunResult, maintain, upload
@@ -179,3 +180,24 @@ def test_writers_of_disjoint_partitions_do_not_wait_for_each_other(tmp_path: Pat
         f"{span / summed:.2f} of the sum"
     )
     assert span < 0.8 * summed
+
+
+def maintain_lake(output: str) -> dict[str, int]:
+    """`tasks.lake.maintain` in a spawned process: what it compacted and found busy."""
+    report = maintain_tables(Lake.open(output, Settings()))
+    return {"compacted": report.partitions_compacted, "busy": report.partitions_busy}
+
+
+def test_two_maintenance_processes_started_together_never_double_rows(tmp_path: Path) -> None:
+    """Without Prefect in between, so the two start within milliseconds of each other:
+    they race for the same partitions, and the loser of each leaves it."""
+    output = str(tmp_path / "lake")
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(2) as pool:
+        pool.apply(write_batches, (output, "a", 15))
+        pending = [pool.apply_async(maintain_lake, (output,)) for _ in range(2)]
+        reports = [r.get() for r in pending]
+    rows = deltalake_rows(output, "articles")
+    assert len(rows) == 15 * 3 and not doubled(rows)
+    print(f"two maintenance processes: {reports}")
+    assert sum(r["compacted"] for r in reports) >= 3

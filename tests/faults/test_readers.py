@@ -77,7 +77,8 @@ def test_readers_see_every_row_once_while_runs_replace_and_maintain(
         # New versions (same partitions) and new objects, while maintenance compacts.
         updated = {
             key: (story(i, version=2) + " Updated.").encode()
-            for i, key in enumerate(sorted(k for k in expected if k.endswith(".txt")))
+            # articles stay articles: a reject turning article leaves `rejects`
+            for i, key in enumerate(sorted(k for k in expected if k.endswith("0.txt")))
         }
         expected |= upload(s3, bucket, {**updated, **article_objects("in/more/", 9)})
         succeeded(driver.run(run, maintenance(str(output))))
