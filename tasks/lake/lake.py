@@ -128,8 +128,8 @@ class Lake:
         ledger: Ledger,
         metadata: dict[str, str],
     ) -> WriteReport:
-        """Commit one batch: its rejects, its articles, then its ledger rows (module
-        docstring). `objects` are the (key, ETag) the batch processed; `metadata` goes
+        """Commit one batch: its ledger intent, its rejects, its articles, then its ledger
+        rows as done (module docstring). `objects` are the (key, ETag) the batch processed; `metadata` goes
         into each commit for `newsflow history` (run id, operation)."""
         now = datetime.now(UTC)
         keys = {key for key, _ in objects}
@@ -179,9 +179,8 @@ class Lake:
             report.commit_seconds[ARTICLES] = (datetime.now(UTC) - started).total_seconds()
 
         started = datetime.now(UTC)
-        delta.append_rows(
-            self.table_uri(LEDGER), ledger_rows, {**meta, "step": "done"}, self.options
-        )
+        done = {**meta, "step": "done"}
+        delta.append_rows(self.table_uri(LEDGER), ledger_rows, done, self.options)
         report.commit_seconds[LEDGER] = (datetime.now(UTC) - started).total_seconds()
         ledger.record(ledger_rows)
         return report
