@@ -68,10 +68,10 @@ _METADATA_FIELDS = ("title", "author", "date", "url")
 # still contains most of what trafilatura found: then trafilatura stopped early inside
 # the article (a page split by ads or a newsletter box), not readability wandering into
 # comments. Ratio and overlap were chosen on the development half of the corpus. The
-# trigger was 1.5 at first; readability almost always returns what trafilatura kept
-# (0.97-1.1x), and a rescue needs the page to hold much more: the corpus's one rescued
-# page has 2.35x, 10 of the 11 rescues among 600 benchmark pages 2.1-11x. At 2.0 it runs
-# on half as many pages (4 in 88 of the corpus, one in seven benchmark pages).
+# trigger is 2.0 because readability almost always returns what trafilatura kept
+# (0.97-1.1x) and a rescue needs the page to hold much more: the corpus's one rescued
+# page has 2.35x, 10 of the 11 rescues among 600 benchmark pages 2.1-11x. It runs on
+# 4 in 88 corpus pages and one in seven benchmark pages (half as many as at 1.5).
 RESCUE_TRIGGER = 2.0
 RESCUE_RATIO = 1.5
 RESCUE_OVERLAP = 0.8
