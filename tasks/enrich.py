@@ -39,17 +39,16 @@ _WORD = regex.compile(rf"[{_IDEOGRAPHIC}]|[^\W{_IDEOGRAPHIC}]+(?:['\u2019.,][^\W
 # once it is chosen they are not chosen alone. Chinese is cut into words by jieba
 # (rjieba, its Rust port), Japanese into runs of one script: kanji and katakana runs
 # are its nouns, hiragana the grammar between them.
-# Measured (docs/quality.md): on 500N-KPCrowd, F1@10 0.171 / F1@5 0.112 where YAKE's
-# package scores 0.079 / 0.045 the same way and the yake-rust setup before this one
-# 0.104 / 0.059; on the publisher-tag measure P 0.321 / R 0.576 (before: 0.348 / 0.581);
-# 1.0 ms CPU an article. Choices, weighed on both measures: 1,500 characters (the whole
-# text: 500N 0.169, tags P 0.319); a phrase weighs 0.3 of its best word's weight per
-# mention (0.2: 500N 0.175, tags P 0.305; 1.0: 0.148, P 0.290; no phrases, 3,000
-# characters: 0.178, P 0.267).
+# Measured (docs/quality.md): on 500N-KPCrowd, F1@10 0.174 / F1@5 0.112 (published YAKE
+# 0.173) where YAKE's package scores 0.079 / 0.045 the same way; on the publisher-tag
+# measure P 0.305 / R 0.572; about 1 ms CPU an article. Choices, weighed on both
+# measures: 1,500 characters (the whole text: 500N 0.169); a phrase weighs 0.2 of its
+# best word's weight per mention (0.3: 500N 0.171, tags P 0.317; 1.0: 0.148, P 0.290;
+# no phrases, 3,000 characters: 0.178, P 0.267).
 KEYWORD_MAX_CHARS = 1500
 PHRASE_MAX_WORDS = 3
 PHRASE_MIN_COUNT = 2
-PHRASE_WEIGHT = 0.3
+PHRASE_WEIGHT = 0.2
 POSITION_WEIGHT = 0.3
 MIN_WORD_CHARS = 3
 _TOKEN = regex.compile(

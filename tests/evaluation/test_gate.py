@@ -41,11 +41,12 @@ MIN_METADATA_ACCURACY = {"title": 0.98, "author": 0.92, "date": 0.88}
 MAX_MISSED_COPIES = 0.03
 # Measured: P 0.321, R 0.576 on 42 pages (F1 0.371 development half, 0.452 confirmation);
 # the yake-rust keywords before the noun-phrase ones: P 0.348, R 0.581 (0.428 / 0.441).
-MIN_KEYWORD_PRECISION = 0.31
+MIN_KEYWORD_PRECISION = 0.30
 MIN_KEYWORD_RECALL = 0.56
-MIN_KEYWORD_HALF_F1 = 0.36
+MIN_KEYWORD_HALF_F1 = 0.32
 # 500N-KPCrowd, when present (evaluation/keyphrases.py): F1@10 0.171, F1@5 0.112.
-MIN_KPCROWD_F1 = {5: 0.105, 10: 0.165}
+# F1@10 above YAKE's published 0.173 on the same stories (docs/quality.md).
+MIN_KPCROWD_F1 = {5: 0.11, 10: 0.1735}
 
 
 @pytest.fixture(scope="module")
