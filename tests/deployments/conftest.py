@@ -27,7 +27,7 @@ DEPLOYMENTS = (
     "ingest-articles/sweep",
     "ingest-articles/on-upload",
     "backfill-articles/backfill",
-    "compact-lake/daily",
+    "maintain-lake/daily",
 )
 
 

@@ -37,11 +37,14 @@ def story(n: int, version: int = 1) -> str:
     return f"Story {n} version {version}. " + " ".join(words).capitalize() + "."
 
 
-def article_objects(prefix: str, count: int, version: int = 1) -> dict[str, bytes]:
-    """`count` objects cycling through txt, html, json, gzip and a 3-line JSONL, each valid."""
+def article_objects(
+    prefix: str, count: int, version: int = 1, sources: str = "src"
+) -> dict[str, bytes]:
+    """`count` objects cycling through txt, html, json, gzip and a 3-line JSONL, each valid,
+    under three sources (`sources` + 0, 1, 2)."""
     objects: dict[str, bytes] = {}
     for n in range(count):
-        source = f"src{n % 3}"
+        source = f"{sources}{n % 3}"
         body = story(n, version)
         match n % 5:
             case 0:

@@ -9,13 +9,16 @@ it SIGKILL itself at a precise point, or the test SIGKILLs it from outside at a 
 Protocol (JSON lines): the test writes `{"runs": [{"argv": [...], "env": {...},
 "fault": {...} | null, "log": PATH}, ...]}` to stdin; the server forks every run at once,
 answers `{"started": [pid, ...]}`, waits for them all, then answers
-`{"results": [{"pid": ..., "returncode": ..., "maxrss_kib": ...}, ...]}` (returncode is
--9 for a SIGKILL).
+`{"results": [{"pid": ..., "returncode": ..., "maxrss_kib": ..., "cpu_seconds": ...,
+"seconds": ...}, ...]}` (returncode is -9 for a SIGKILL; seconds is wall time from the fork).
 
 A fault is `{"target": "pkg.module.Class.function", "event": "call" | "return" | "line",
 "contains": "text on the line" (line only), "nth": N}`: the child kills itself with
 SIGKILL the Nth time the event happens in that function, on any thread. It is installed
-with `sys.settrace`, so the code under test runs unmodified.
+with `sys.settrace`, so the code under test runs unmodified. `{"target": "new-file",
+"dir": PATH, "nth": N}` kills it instead as soon as the Nth Parquet file that was not
+there when it started appears under PATH: inside a Delta write, between its data files
+and its commit (delta-rs writes both in one call into Rust, where no trace reaches).
 """
 
 from __future__ import annotations
@@ -27,13 +30,18 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import CodeType, FrameType
 from typing import Any
 
 
 def warm_up() -> None:
-    """Import everything a run needs and load the models, before any fork."""
+    """Import everything a run needs and load the models, before any fork.
+
+    deltalake is imported but never used here: a process forked after deltalake has
+    started its runtime panics (../shared/DELTA-NOTES.md), so only the children use it.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import flows.cli
     import flows.ingest  # noqa: F401
@@ -61,8 +69,35 @@ def resolve_code(target: str) -> CodeType:
     return obj.__code__
 
 
+def _parquet_files(root: str) -> set[str]:
+    found, folders = set(), [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif entry.name.endswith(".parquet"):
+                    found.add(entry.path)
+    return found
+
+
+def kill_at_new_file(root: str, nth: int) -> None:
+    """SIGKILL this process as soon as `nth` Parquet files appeared under `root`."""
+    before = _parquet_files(root)
+
+    def watch() -> None:
+        while len(_parquet_files(root) - before) < nth:
+            time.sleep(0.0005)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def install_fault(fault: dict[str, Any]) -> None:
     """SIGKILL this process at the Nth `event` in the target function."""
+    if fault["target"] == "new-file":
+        kill_at_new_file(fault["dir"], int(fault.get("nth", 1)))
+        return
     code = resolve_code(fault["target"])
     event_wanted: str = fault.get("event", "call")
     contains: str = fault.get("contains", "")
@@ -126,6 +161,7 @@ def serve() -> None:
     for line in sys.stdin:
         command = json.loads(line)
         pids = []
+        started = time.monotonic()
         for run in command["runs"]:
             pid = os.fork()
             if pid == 0:
@@ -134,16 +170,17 @@ def serve() -> None:
                 sys.exit(code)
             pids.append(pid)
         print(json.dumps({"started": pids}), file=protocol, flush=True)
-        results = []
-        for pid in pids:
-            _, status, usage = os.wait4(pid, 0)
-            results.append(
-                {
-                    "pid": pid,
-                    "returncode": os.waitstatus_to_exitcode(status),
-                    "maxrss_kib": usage.ru_maxrss,
-                }
-            )
+        ended = {}
+        while len(ended) < len(pids):
+            pid, status, usage = os.wait4(-1, 0)
+            ended[pid] = {
+                "pid": pid,
+                "returncode": os.waitstatus_to_exitcode(status),
+                "maxrss_kib": usage.ru_maxrss,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "seconds": time.monotonic() - started,
+            }
+        results = [ended[pid] for pid in pids]
         print(json.dumps({"results": results}), file=protocol, flush=True)
 
 

@@ -1,127 +1,173 @@
-"""Reading a lake back the way its users do, and checking the exactly-once invariants."""
+"""Reading the lake the way its users do, and checking the exactly-once invariants.
+
+A lake is three Delta tables. Users read them through a Delta reader: deltalake
+(`DeltaTable(uri).to_pyarrow_table()`) or Polars (`pl.read_delta(uri)`), and so does this
+module, through both. A plain glob of the folders is not a reader of the table: it sees
+files that commits removed until maintenance vacuums them (`glob_rows`).
+"""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
+import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
-import tasks.snapshot
+from tasks.lake import current_versions
+from tasks.lake.delta import storage_options
 from tasks.settings import Settings
-from tasks.storage import OutputRoot
 
 Unit = tuple[str, int]  # (object_key, line_number or 0): one accounted piece of input
+Row = tuple[str, int, str, str]  # (object_key, line, object_etag, batch_id)
+COLUMNS = ["object_key", "line_number", "object_etag", "batch_id"]
 
 
-def snapshot_paths(output: Path, dataset: str) -> list[str]:
-    """The files of `dataset` that the lake's snapshot names: what a reader opens."""
-    return tasks.snapshot.snapshot_paths(OutputRoot.open(str(output), Settings()), dataset)
+def table_uri(output: str | Path, name: str) -> str:
+    return f"{str(output).rstrip('/')}/{name}"
 
 
-def _read(files: str | list[str], columns: str) -> list[tuple]:
-    return duckdb.execute(
-        f"SELECT {columns} FROM read_parquet(?, hive_partitioning = true)", [files]
-    ).fetchall()
+def options(output: str | Path) -> dict[str, str] | None:
+    """The storage options a reader of this lake passes (credentials of the test server)."""
+    return storage_options(str(output), Settings())
 
 
-_ARTICLE_COLUMNS = "object_key, coalesce(line_number, 0), object_etag, batch_id"
-_REJECT_COLUMNS = f"{_ARTICLE_COLUMNS}, reason"
+def _rows(table: pa.Table) -> list[Row]:
+    return [
+        (key, line or 0, etag, batch)
+        for key, line, etag, batch in zip(
+            *(table.column(name).to_pylist() for name in COLUMNS), strict=True
+        )
+    ]
 
 
-def duckdb_articles(output: Path) -> list[tuple[str, int, str, str]]:
-    """(object_key, line, object_etag, batch_id) of every article a reader of the snapshot
-    sees, read by DuckDB. Raises whatever DuckDB raises on a torn or missing file."""
-    paths = snapshot_paths(output, "articles")
-    return _read(paths, _ARTICLE_COLUMNS) if paths else []
+def exists(output: str | Path, name: str) -> bool:
+    """Whether table `name` was created (a run creates all three before it writes)."""
+    return DeltaTable.is_deltatable(table_uri(output, name), storage_options=options(output))
 
 
-def duckdb_rejects(output: Path) -> list[tuple[str, int, str, str, str]]:
-    """(object_key, line, object_etag, batch_id, reason) of every reject the snapshot shows."""
-    paths = snapshot_paths(output, "rejects")
-    return _read(paths, _REJECT_COLUMNS) if paths else []
-
-
-def globbed_units(output: Path) -> list[tuple[str, int, str, str]]:
-    """What a reader that globs the folders sees, articles and rejects."""
-    rows = []
-    for dataset, pattern in (("articles", "**/*.parquet"), ("rejects", "*.parquet")):
-        if any((output / dataset).glob(pattern)):
-            rows += _read(str(output / dataset / pattern), _ARTICLE_COLUMNS)
-    return rows
-
-
-def ledger_rows(output: Path) -> list[dict]:
-    if not (output / "_ledger").exists():
+def deltalake_rows(output: str | Path, name: str) -> list[Row]:
+    """The rows of table `name` as deltalake reads its newest version."""
+    if not exists(output, name):
         return []
-    return ds.dataset(output / "_ledger", format="parquet").to_table().to_pylist()
+    table = DeltaTable(table_uri(output, name), storage_options=options(output))
+    return _rows(table.to_pyarrow_table(columns=COLUMNS))
 
 
-def committed_batches(output: Path) -> set[str]:
-    return {row["batch_id"] for row in ledger_rows(output)}
+def polars_rows(output: str | Path, name: str) -> list[Row]:
+    """The rows of table `name` as Polars reads its newest version (its own Parquet reader
+    over the files the Delta log names)."""
+    if not exists(output, name):
+        return []
+    frame = pl.read_delta(table_uri(output, name), columns=COLUMNS, storage_options=options(output))
+    return _rows(frame.to_arrow())
 
 
-def current_ledger(output: Path) -> dict[str, str]:
+READERS: dict[str, Callable[[str | Path, str], list[Row]]] = {
+    "deltalake": deltalake_rows,
+    "polars": polars_rows,
+}
+
+
+def reject_reasons(output: str | Path) -> dict[Unit, str]:
+    """(object_key, line) -> reason of every reject, as deltalake reads them."""
+    if not exists(output, "rejects"):
+        return {}
+    table = DeltaTable(table_uri(output, "rejects"), storage_options=options(output))
+    rows = table.to_pyarrow_table(columns=["object_key", "line_number", "reason"]).to_pylist()
+    return {(row["object_key"], row["line_number"] or 0): row["reason"] for row in rows}
+
+
+def doubled(rows: list[Row]) -> dict[Unit, int]:
+    units = Counter((key, line) for key, line, _, _ in rows)
+    return {unit: n for unit, n in units.items() if n > 1}
+
+
+def ledger_table(output: str | Path) -> pa.Table:
+    if not exists(output, "ledger"):
+        return pa.table({"object_key": pa.array([], pa.string())})
+    return DeltaTable(
+        table_uri(output, "ledger"), storage_options=options(output)
+    ).to_pyarrow_table()
+
+
+def current_ledger(output: str | Path) -> dict[str, str]:
     """object_key -> ETag of the newest committed version, as the ledger says."""
-    newest: dict[str, dict] = {}
-    for row in ledger_rows(output):
-        known = newest.get(row["object_key"])
-        if known is None or row["committed_at"] > known["committed_at"]:
-            newest[row["object_key"]] = row
-    return {key: row["object_etag"] for key, row in newest.items()}
+    table = ledger_table(output)
+    if table.num_rows == 0:
+        return {}
+    current = current_versions(table)
+    return dict(
+        zip(
+            current.column("object_key").to_pylist(),
+            current.column("object_etag").to_pylist(),
+            strict=True,
+        )
+    )
 
 
-def assert_readable_and_committed(output: Path) -> Counter[Unit]:
-    """What a reader may see at any instant, even right after a SIGKILL.
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a reader sees of the data tables (every reader saw the same)."""
 
-    DuckDB reads every file the snapshot names, and every file a glob finds; every row
-    either sees belongs to a committed batch (nothing staged or half-written is visible
-    as data), and the snapshot shows each unit at most once. Returns the units a glob
-    sees, with counts (a glob may see a replaced version beside the new one).
+    articles: list[Row]
+    rejects: list[Row]
+
+    @property
+    def keys(self) -> set[str]:
+        return {row[0] for row in self.articles + self.rejects}
+
+
+def assert_readable(output: str | Path) -> View:
+    """What a reader may see at any instant while nothing writes, even right after a SIGKILL.
+
+    deltalake and Polars both read every table without an error and see the same rows;
+    no unit is in the lake twice (across articles and rejects); every object the ledger
+    names as done has its rows in the lake (the ledger is committed last).
     """
-    committed = committed_batches(output)
-    snapshot = duckdb_articles(output) + duckdb_rejects(output)
-    globbed = globbed_units(output)
-    uncommitted = {row[3] for row in snapshot + globbed} - committed
-    assert not uncommitted, f"rows of uncommitted batches are visible: {uncommitted}"
-    units = Counter((row[0], row[1]) for row in snapshot)
-    doubled = {unit: n for unit, n in units.items() if n > 1}
-    assert not doubled, f"the snapshot shows units twice: {doubled}"
-    return Counter((row[0], row[1]) for row in globbed)
+    views = {
+        reader: View(read(output, "articles"), read(output, "rejects"))
+        for reader, read in READERS.items()
+    }
+    view = views["deltalake"]
+    for reader, other in views.items():
+        assert sorted(other.articles) == sorted(view.articles), f"{reader} sees other articles"
+        assert sorted(other.rejects) == sorted(view.rejects), f"{reader} sees other rejects"
+    twice = doubled(view.articles + view.rejects)
+    assert not twice, f"units in the lake twice: {twice}"
+    missing = set(current_ledger(output)) - view.keys
+    assert not missing, f"the ledger names objects the lake does not hold: {sorted(missing)}"
+    return view
 
 
-def assert_exactly_once(output: Path, expected: dict[str, str]) -> None:
+def assert_exactly_once(output: str | Path, expected: dict[str, str]) -> View:
     """Every input object (key -> current ETag) is in the lake exactly once, nothing else is.
 
-    Exactly once: each (key, line) appears once across articles and rejects, every key of
-    the input appears, every row carries the object's current ETag, and the ledger agrees.
+    Exactly once: each (key, line) appears once across articles and rejects, for both
+    readers; every key of the input appears, every row carries the object's current ETag,
+    and the ledger's current versions are exactly the input's.
     """
-    articles = duckdb_articles(output)
-    rejects = duckdb_rejects(output)
-    units = Counter((row[0], row[1]) for row in articles + rejects)
-    doubled = {unit: n for unit, n in units.items() if n > 1}
-    assert not doubled, f"doubled: {doubled}"
-    keys = {key for key, _ in units}
+    view = assert_readable(output)
+    keys = view.keys
     assert keys == set(expected), (
         f"lost: {sorted(set(expected) - keys)}; unexpected: {sorted(keys - set(expected))}"
     )
-    stale = {row[0] for row in articles + rejects if row[2] != expected[row[0]]}
-    assert not stale, f"rows of replaced versions still visible: {sorted(stale)}"
+    stale = sorted({row[0] for row in view.articles + view.rejects if row[2] != expected[row[0]]})
+    assert not stale, f"rows of replaced versions still visible: {stale}"
     assert current_ledger(output) == expected
-    assert not list((output / "_staging").rglob("*")), "staging left behind"
-    # On disk beside the snapshot's files: only the retired ones (replaced rows), until
-    # their retention passes.
-    on_disk = {p for d in ("articles", "rejects") for p in (output / d).rglob("*.parquet")}
-    named = {Path(p) for d in ("articles", "rejects") for p in snapshot_paths(output, d)}
-    retired = {
-        output / relative
-        for record in (output / "_retired").glob("*.json")
-        for relative in json.loads(record.read_text())["files"]
-    }
-    assert named <= on_disk, f"the snapshot names missing files: {named - on_disk}"
-    assert on_disk - named <= retired, f"files neither current nor retired: {on_disk - named}"
-    for path in output.rglob("*.parquet"):
-        pq.ParquetFile(path)  # every Parquet file on disk has a valid footer
+    return view
+
+
+def glob_rows(output: Path, name: str) -> int:
+    """How many rows a plain glob of a local table's folders sees (every Parquet file under
+    it, the Delta log aside): what a reader that ignores the log reads."""
+    files = [
+        str(path)
+        for path in (output / name).rglob("*.parquet")
+        if "_delta_log" not in path.relative_to(output / name).parts
+    ]
+    return ds.dataset(files, format="parquet").count_rows() if files else 0

@@ -4,6 +4,8 @@ Point `AWS_ENDPOINT_URL` at it. Each request is forwarded unchanged, except that
 probability `rate` it instead gets a 500 InternalError, a 503 SlowDown or a 503
 ServiceUnavailable S3 error document, has its connection dropped before any answer, or
 has a response body cut off half way. `down = True` fails every request (S3 outage).
+`counts` counts requests and faults; `lake_counts` the same for requests whose path has
+`/lake/` in it (a lake on S3, written by delta-rs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self.lake_counts: Counter[str] = Counter()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,7 +63,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                fault = proxy.choose()
+                fault = proxy.choose("/lake/" in self.path)
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -118,16 +121,19 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def choose(self) -> str | None:
+    def choose(self, lake: bool) -> str | None:
+        counts = [self.counts, self.lake_counts] if lake else [self.counts]
         with self.lock:
-            self.counts["requests"] += 1
+            for count in counts:
+                count["requests"] += 1
             if self.down:
                 fault = self.rng.choice(["SlowDown", "503", "drop"])
             elif self.rng.random() < self.rate:
                 fault = self.rng.choice(FAULTS)
             else:
                 return None
-            self.counts[fault] += 1
+            for count in counts:
+                count[fault] += 1
             return fault
 
     def __enter__(self) -> FaultProxy:

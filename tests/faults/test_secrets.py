@@ -18,7 +18,7 @@ from tasks.fetch import slugify, source_from_key
 from tests.faults.conftest import Driver, Run, upload
 from tests.faults.corpus import article_objects
 from tests.faults.hostile import HOSTILE_KEY_PARTS, HOSTILE_SOURCES
-from tests.faults.lake import assert_exactly_once, duckdb_articles
+from tests.faults.lake import assert_exactly_once
 from tests.faults.proxy import FaultProxy
 
 SECRET = "NEWSFLOW-FAKE-SECRET-d41c9e7b0a"
@@ -120,7 +120,7 @@ def test_secrets_never_leak_and_parsers_stay_offline(
         [failed] = driver.run(Run(f"s3://{bucket}/in/", str(tmp_path / "down"), env=env))
         [failed_s3] = driver.run(Run(f"s3://{bucket}/in/", f"s3://{bucket}/down", env=env))
     assert failed.returncode == failed_s3.returncode == 1
-    assert_exactly_once(output, expected)
+    view = assert_exactly_once(output, expected)
 
     # Parsers: nothing fetched, no entity expanded, no local file read.
     assert recorder.hits == [], f"a parser reached the network: {recorder.hits}"
@@ -134,23 +134,35 @@ def test_secrets_never_leak_and_parsers_stay_offline(
     assert not leaks, leaks
     for result in [*results, failed, failed_s3]:
         assert SECRET not in result.output and TOKEN not in result.output
+    # Every commit's log entry, commitInfo included (what `newsflow history` shows).
+    log_entries = sorted(output.glob("*/_delta_log/*.json"))
+    assert len(log_entries) >= 6
+    for entry in log_entries:
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            assert SECRET not in line and TOKEN not in line and KEY_ID not in line, entry
+            if "commitInfo" in action:
+                assert SECRET not in json.dumps(action["commitInfo"]), entry
     for path in output.rglob("*.parquet"):
         parquet = pq.ParquetFile(path)
         assert SECRET not in str(parquet.metadata.metadata) + str(parquet.schema_arrow.metadata)
         assert SECRET not in str(parquet.read().to_pylist())
+    s3_log_entries = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/"):
         for item in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             assert SECRET.encode() not in body and TOKEN.encode() not in body, item["Key"]
+            s3_log_entries += "/_delta_log/" in item["Key"]
             if item["Key"].endswith(".parquet"):
                 table = pq.read_table(__import__("io").BytesIO(body))
                 assert SECRET not in str(table.to_pylist()) + str(table.schema.metadata)
+    assert s3_log_entries >= 6
     # What the Prefect API serves: logs, artifacts, flow runs with their parameters.
     for endpoint in ("logs/filter", "artifacts/filter", "flow_runs/filter", "task_runs/filter"):
         response = httpx.post(f"{prefect_server}/{endpoint}", json={"limit": 200}, timeout=30)
         assert response.status_code == 200
         assert SECRET not in response.text and TOKEN not in response.text, endpoint
-    assert {row[0] for row in duckdb_articles(output)} >= {"in/bait/xxe.html"}
+    assert {row[0] for row in view.articles} >= {"in/bait/xxe.html"}
 
 
 def test_a_source_can_never_name_a_path_outside_the_lake() -> None:
