@@ -129,8 +129,9 @@ class Lake:
         metadata: dict[str, str],
     ) -> WriteReport:
         """Commit one batch: its ledger intent, its rejects, its articles, then its ledger
-        rows as done (module docstring). `objects` are the (key, ETag) the batch processed; `metadata` goes
-        into each commit for `newsflow history` (run id, operation)."""
+        rows as done (module docstring). `objects` are the (key, ETag) the batch
+        processed; `metadata` goes into each commit for `newsflow history` (run id,
+        operation)."""
         now = datetime.now(UTC)
         keys = {key for key, _ in objects}
         meta = {**metadata, "batch": batch_id, "objects": str(len(objects))}
