@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tasks.storage import OutputRoot
 
 from evaluation.corpus import language_codes, language_sentences
 from flows.ingest import ingest_articles
+from tasks.lake import Lake
 from tasks.language import _codes
 from tasks.settings import Settings
-from tests.conftest import read_snapshot
+from tests.conftest import read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -50,10 +50,10 @@ def test_every_language_through_every_stage(s3, bucket: str, tmp_path: Path) -> 
     output = tmp_path / "lake"
     ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=str(output))
 
-    root = OutputRoot.open(str(output), Settings())
-    rejects = read_snapshot(root, "rejects")
+    lake = Lake.open(str(output), Settings())
+    rejects = read_table(lake, "rejects")
     assert rejects == []
-    articles = {a["object_key"]: a for a in read_snapshot(root, "articles")}
+    articles = {a["object_key"]: a for a in read_table(lake, "articles")}
     assert sorted(articles) == sorted(texts)
     for key, article in articles.items():
         code = key.rsplit("/", 1)[1].removesuffix(".txt")

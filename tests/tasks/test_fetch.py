@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from tasks.storage import S3Location
 
 from tasks.fetch import (
     ObjectRef,
@@ -20,6 +19,7 @@ from tasks.fetch import (
     slugify,
     source_from_key,
 )
+from tasks.s3 import S3Location
 from tasks.schema import RejectedArticle
 from tasks.settings import Settings
 
