@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake
+from tasks.lake import ARTICLES, REJECTS, TABLES, Lake
 from tasks.settings import Settings
 
 HISTORY_ROWS = 10
@@ -84,15 +84,14 @@ def lake_status(lake: Lake, now: datetime | None = None) -> str:
     recent = articles.to_table(
         columns=["source", "date", "language"], filter=pc.field("date") >= since
     )
-    objects = tables[LEDGER].to_pyarrow_table(columns=["object_key"]).num_rows
+    objects = len(lake.ledger())
     rejects = tables[REJECTS].to_pyarrow_table(columns=["stage", "reason"])
     parts.append(f"\n## Articles per source, dates since {since}\n")
     parts.append(markdown_table(_counts(recent.column("source").to_pylist())))
     parts.append("\n## Languages, same articles\n")
     parts.append(markdown_table(_counts(recent.column("language").to_pylist(), recent.num_rows)))
     parts.append(
-        f"\n## Rejects by reason ({rejects.num_rows} rejects; {objects} object versions "
-        "committed in all)\n"
+        f"\n## Rejects by reason ({rejects.num_rows} rejects; {objects} objects in the lake)\n"
     )
     reasons = [
         f"{stage}: {reason.split(':')[0]}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -21,6 +21,8 @@ from deltalake.exceptions import CommitFailedError
 
 from tasks.s3 import s3_client
 from tasks.settings import Settings
+
+T = TypeVar("T")
 
 # zstd, as the lake's files have always been: about 30 % smaller than snappy on text.
 WRITER_PROPERTIES = WriterProperties(compression="ZSTD")
@@ -57,6 +59,20 @@ def sql_list(values: Iterable[str]) -> str:
 def commit_properties(metadata: dict[str, str]) -> CommitProperties:
     """What `newsflow history` shows of a commit: operation, run, batch, counts."""
     return CommitProperties(custom_metadata={f"newsflow.{k}": v for k, v in metadata.items()})
+
+
+def with_retries(call: Callable[[], T], attempts: int) -> T:
+    """`call()`, tried again on `OSError`: delta-rs retries S3 requests that fail with a
+    status (500, 503, SlowDown), not one whose body is cut short, which it raises as an
+    OSError. Writes need no such wrapper: their Prefect task is retried."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            backoff(attempt + 2)
+    raise AssertionError("unreachable")
 
 
 def backoff(attempt: int) -> None:

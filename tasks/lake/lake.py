@@ -105,7 +105,12 @@ class Lake:
             root = path.as_posix()
         lake = cls(root, settings, delta.storage_options(root, settings))
         for name, (schema, partition_by) in TABLES.items():
-            delta.create_table(lake.table_uri(name), schema, partition_by, lake.options)
+            delta.with_retries(
+                lambda name=name, schema=schema, partition_by=partition_by: delta.create_table(
+                    lake.table_uri(name), schema, partition_by, lake.options
+                ),
+                settings.s3_max_attempts,
+            )
         return lake
 
     def table_uri(self, name: str) -> str:
@@ -117,7 +122,9 @@ class Lake:
     def ledger(self, keys: list[str] | None = None) -> Ledger:
         """The ledger as it is now, or only its rows of `keys` (a run for named objects,
         as the event path starts, need not read a million rows): load once per run."""
-        return Ledger.load(self.table(LEDGER), keys)
+        return delta.with_retries(
+            lambda: Ledger.load(self.table(LEDGER), keys), self.settings.s3_max_attempts
+        )
 
     def write_batch(
         self,

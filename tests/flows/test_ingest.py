@@ -406,9 +406,7 @@ def test_status_as_text_and_as_a_flow_artifact(
         "## Rejects by reason",
     ):
         assert heading in text, heading
-    assert (
-        f"({summary['rejects']} rejects; {len(objects)} object versions committed in all)" in text
-    )
+    assert f"({summary['rejects']} rejects; {len(objects)} objects in the lake)" in text
     assert "| ingest |" in text
 
     published = lake_status_flow(output_uri=lake)
