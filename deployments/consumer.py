@@ -245,8 +245,13 @@ class Consumer:
                 logger.warning("%s failed for a message: %s", call.__name__, failure)
 
 
-def stop_on_signals(consumer: Consumer) -> None:
-    """SIGINT and SIGTERM let the current micro-batch finish, then end `run()`."""
+def run_until_signalled(consumer: Consumer) -> None:
+    """Run the consumer until SIGINT or SIGTERM, which let the current micro-batch finish.
+
+    The micro-batches run in a thread of their own: Prefect replaces the main thread's
+    SIGTERM handler with one that crashes the flow run for as long as a run lasts, and it
+    installs none in other threads.
+    """
 
     def handle(signum: int, frame: FrameType | None) -> None:
         logger.info("signal %d: stopping after the current micro-batch", signum)
@@ -254,6 +259,10 @@ def stop_on_signals(consumer: Consumer) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    worker = threading.Thread(target=consumer.run, name="consumer")
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=1)  # wakes to run the signal handlers
 
 
 def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:

@@ -116,7 +116,7 @@ def command_listen(args: argparse.Namespace) -> int:
 
     import boto3
 
-    from deployments.consumer import Consumer, ingest_in_this_process, stop_on_signals
+    from deployments.consumer import Consumer, ingest_in_this_process, run_until_signalled
     from tasks.batch import keep_stage_pool
     from tasks.settings import DeploymentSettings, Settings
     from tasks.storage import S3Location
@@ -136,9 +136,8 @@ def command_listen(args: argparse.Namespace) -> int:
         ingest_in_this_process(settings),
         settings,
     )
-    stop_on_signals(consumer)
     with keep_stage_pool(Settings()):
-        consumer.run()
+        run_until_signalled(consumer)
     return 0
 
 
