@@ -51,7 +51,11 @@ class Notification:
 
 
 def parse_message(message: dict[str, Any]) -> Notification:
-    """Read an S3 event notification, sent directly or wrapped by SNS.
+    """Read an S3 event notification, sent directly or wrapped by SNS, or an EventBridge
+    `Object Created` event from S3 (a rule whose target is the queue).
+
+    S3's own notifications URL-encode keys (`a+b%C3%A8.html`); EventBridge's events carry
+    them as they are (a captured `Object Created` event shows `:` unencoded).
 
     Raises ValueError for a body that is not an S3 notification at all: such a message
     stays in the queue (for its dead-letter queue) rather than being silently deleted.
@@ -64,6 +68,11 @@ def parse_message(message: dict[str, Any]) -> Notification:
     except (TypeError, ValueError) as error:
         raise ValueError(f"message {notification.message_id} is not JSON: {error}") from None
     if body.get("Event") == "s3:TestEvent":
+        return notification
+    if body.get("source") == "aws.s3" and "detail" in body:
+        if body.get("detail-type") == "Object Created":
+            detail = body["detail"]
+            notification.objects.append((detail["bucket"]["name"], detail["object"]["key"]))
         return notification
     if "Records" not in body:
         raise ValueError(f"message {notification.message_id} has no S3 Records")

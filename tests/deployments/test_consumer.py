@@ -77,6 +77,19 @@ def test_one_micro_batch_of_decoded_keys_then_every_handled_message_deleted(queu
     )
     wrapped = {"Type": "Notification", "Message": s3_notification("raw", "inbox/wire/d.json")}
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(wrapped))
+    eventbridge = {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "detail": {
+            "bucket": {"name": "raw"},
+            "object": {"key": "inbox/wire/2026-12-05T10:00:00.html", "size": 10},
+            "reason": "PutObject",
+        },
+    }
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(eventbridge))
+    deleted = {**eventbridge, "detail-type": "Object Deleted"}
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(deleted))
     sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "lake/articles/x.parquet"))
     sqs.send_message(QueueUrl=url, MessageBody=s3_notification("other", "inbox/y.txt"))
     sqs.send_message(QueueUrl=url, MessageBody="not json at all")
@@ -89,9 +102,15 @@ def test_one_micro_batch_of_decoded_keys_then_every_handled_message_deleted(queu
 
     committed = Consumer(sqs, url, INBOX, ingest, settings()).run_once()
 
-    assert committed == 4
+    assert committed == 5
     assert [sorted(keys) for keys in batches] == [
-        ["inbox/bbc/Grève au port.html", "inbox/bbc/b.txt", "inbox/bbc/c.txt", "inbox/wire/d.json"]
+        [
+            "inbox/bbc/Grève au port.html",
+            "inbox/bbc/b.txt",
+            "inbox/bbc/c.txt",
+            "inbox/wire/2026-12-05T10:00:00.html",
+            "inbox/wire/d.json",
+        ]
     ]
     # Handled messages, ignored objects' included, are deleted; the one that is not an S3
     # notification is left for the queue's dead-letter policy.
