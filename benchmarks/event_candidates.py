@@ -71,15 +71,54 @@ def per_unit(n: int, server: psutil.Process, run: Any, worker: psutil.Process | 
     return figures
 
 
+def measure_designs(n: int, server: psutil.Process, worker: psutil.Process) -> dict:
+    def flow_runs(count: int) -> None:
+        for i in range(max(count, 1)):
+            micro_batch([f"key-{i}"])
+
+    def background_tasks(count: int) -> None:
+        futures = [work.delay(f"key-{i}") for i in range(max(count, 1))]
+        for future in futures:
+            future.result(timeout=300)
+
+    return {
+        "flow run per micro-batch (5 task runs)": per_unit(n, server, flow_runs, None),
+        "background task per object": per_unit(n, server, background_tasks, worker),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=20, help="units of work per design")
-    parser.add_argument("--task-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["task-worker", "measure"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.task_worker:
+    if args.role == "task-worker":
         from prefect.task_worker import serve
 
         serve(work, limit=4)
+        return
+    if args.role == "measure":
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.event_candidates", "--role", "task-worker"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(5)  # the worker subscribes
+            server = psutil.Process(int(os.environ["CANDIDATES_SERVER_PID"]))
+            results = measure_designs(args.n, server, psutil.Process(worker.pid))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        print(f"\n{'design':<42}{'caller':>8}{'worker':>8}{'server':>8}{'total':>8}{'wall':>8}")
+        for name, figures in results.items():
+            worker_cpu = figures.get("task_worker_cpu", 0.0)
+            total = figures["caller_cpu"] + worker_cpu + figures["server_cpu"]
+            print(
+                f"{name:<42}{figures['caller_cpu']:>8.2f}{worker_cpu:>8.2f}"
+                f"{figures['server_cpu']:>8.2f}{total:>8.2f}{figures['wall']:>8.2f}"
+            )
+        print("CPU seconds and wall seconds per unit of work")
         return
 
     from benchmarks.throughput import start_prefect_server
@@ -87,51 +126,23 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="newsflow-candidates-"))
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server, api_url = start_prefect_server(workdir, env)
-    os.environ.update(
+    # Prefect reads its settings at import: the measuring process gets them from its start.
+    env.update(
         PREFECT_API_URL=api_url,
         PREFECT_HOME=str(workdir / "client-home"),
         PREFECT_LOCAL_STORAGE_PATH=str(workdir / "results"),  # background task results
-    )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.event_candidates", "--task-worker"],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        CANDIDATES_SERVER_PID=str(server.pid),
     )
     try:
-        server_process = psutil.Process(server.pid)
-
-        def flow_runs(count: int) -> None:
-            for i in range(max(count, 1)):
-                micro_batch([f"key-{i}"])
-
-        def background_tasks(count: int) -> None:
-            futures = [work.delay(f"key-{i}") for i in range(max(count, 1))]
-            for future in futures:
-                future.result(timeout=300)
-
-        results = {
-            "flow run per micro-batch (5 task runs)": per_unit(
-                args.n, server_process, flow_runs, None
-            ),
-            "background task per object": per_unit(
-                args.n, server_process, background_tasks, psutil.Process(worker.pid)
-            ),
-        }
-    finally:
-        worker.terminate()
-        server.terminate()
-        worker.wait(30)
-        server.wait(30)
-    print(f"\n{'design':<42}{'caller':>8}{'worker':>8}{'server':>8}{'total':>8}{'wall':>8}")
-    for name, figures in results.items():
-        worker_cpu = figures.get("task_worker_cpu", 0.0)
-        total = figures["caller_cpu"] + worker_cpu + figures["server_cpu"]
-        print(
-            f"{name:<42}{figures['caller_cpu']:>8.2f}{worker_cpu:>8.2f}"
-            f"{figures['server_cpu']:>8.2f}{total:>8.2f}{figures['wall']:>8.2f}"
+        measuring = ["--role", "measure", "--n", str(args.n)]
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.event_candidates", *measuring],
+            env=env,
+            check=True,
         )
-    print("CPU seconds and wall seconds per unit of work")
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":
