@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
@@ -99,6 +100,14 @@ def queued_messages(sqs: Any, queue_url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(
         attributes["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+def processes_of(pid: int) -> int:
+    """The process and its descendants."""
+    try:
+        return 1 + len(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return 0
 
 
 def start_newsflow(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

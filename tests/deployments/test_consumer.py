@@ -13,14 +13,19 @@ from itertools import pairwise
 from typing import Any
 
 import boto3
-import psutil
 import pytest
 
 from deployments.consumer import Consumer, parse_message
 from deployments.events import MAX_KEYS_PER_EVENT, objects_created_events, parse_object_uri
 from tasks.settings import DeploymentSettings
 from tasks.storage import S3Location
-from tests.deployments.conftest import LISTEN_WORKERS, Stack, queued_messages, wait_until
+from tests.deployments.conftest import (
+    LISTEN_WORKERS,
+    Stack,
+    processes_of,
+    queued_messages,
+    wait_until,
+)
 from tests.deployments.test_deployed import (
     assert_each_input_once,
     event_runs,
@@ -166,14 +171,6 @@ def test_emitted_events_name_the_keys_at_most_a_thousand_each() -> None:
         parse_object_uri("s3://raw/inbox/")
 
 
-def _processes(pid: int) -> int:
-    """The process and its descendants."""
-    try:
-        return 1 + len(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return 0
-
-
 def test_a_burst_stays_within_the_process_limit_and_lands_each_object_once(
     stack: Stack, s3: Any
 ) -> None:
@@ -185,8 +182,8 @@ def test_a_burst_stays_within_the_process_limit_and_lands_each_object_once(
 
     def watch() -> None:
         while not done.wait(0.2):
-            peaks["listen"] = max(peaks["listen"], _processes(stack.listen_pid))
-            peaks["serve"] = max(peaks["serve"], _processes(stack.serve_pid))
+            peaks["listen"] = max(peaks["listen"], processes_of(stack.listen_pid))
+            peaks["serve"] = max(peaks["serve"], processes_of(stack.serve_pid))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
