@@ -181,17 +181,17 @@ class StagePool:
                 order = self._batch_order[batch_id] = next(self._orders)
                 if len(self._batch_order) > _REMEMBERED_BATCHES:
                     del self._batch_order[next(iter(self._batch_order))]  # the oldest
-        futures = []
-        for start in range(0, len(items), size):
-            self._wait_for_turn(order)
-            try:
-                future = executor.submit(_apply_chunk, function, items[start : start + size])
-            except BaseException:  # a broken pool: give the slot back, or the others hang
-                self._release()
-                raise
-            future.add_done_callback(self._release)
-            futures.append(future)
         try:
+            futures = []
+            for start in range(0, len(items), size):
+                self._wait_for_turn(order)
+                try:
+                    future = executor.submit(_apply_chunk, function, items[start : start + size])
+                except BaseException:  # a broken pool: give the slot back, or the others hang
+                    self._release()
+                    raise
+                future.add_done_callback(self._release)
+                futures.append(future)
             return [result for future in futures for result in future.result()]
         except BrokenProcessPool:
             self.broken = True
