@@ -17,7 +17,7 @@ import trafilatura
 from langdetect import DetectorFactory, detect
 from langdetect.lang_detect_exception import LangDetectException
 
-from tasks.storage import S3Location
+from tasks.s3 import S3Location
 
 
 def run_baseline(input_uri: str, output_path: str) -> dict[str, float]:

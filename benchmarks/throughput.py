@@ -12,7 +12,8 @@ For each N: uploads N varied copies of the shared corpus pages to a moto S3 serv
 It prints articles/s, the ratio, CPU per article, peak memory (RSS of the flow process;
 PSS of it plus its worker processes, which share pages), wall time per stage and the
 share of the flow run's wall time in which no task body was running (orchestration).
-Finally the ledger lookup cost with `--ledger-keys` recorded keys.
+The lake's own costs (Delta commits, opening tables, the ledger) are in
+`benchmarks/lake.py`.
 """
 
 from __future__ import annotations
@@ -265,106 +266,6 @@ def task_run_breakdown(api_url: str) -> dict[str, Any]:
     }
 
 
-# --- ledger ------------------------------------------------------------------------------
-
-
-def ledger_lookup(keys: int, batch_size: int, workdir: Path) -> dict[str, float]:
-    """Load a synthetic ledger of `keys` objects in one file per batch (as runs leave it)
-    and in one file (as compaction leaves it), and look up 1,000-key listing pages."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tasks.ledger import LEDGER_DIR, Ledger
-    from tasks.schema import LEDGER_SCHEMA, object_fingerprint
-    from tasks.settings import Settings
-    from tasks.storage import OutputRoot
-
-    committed = datetime.now().astimezone()
-    object_keys = [f"in/source/{n:09d}.html" for n in range(keys)]
-    table = pa.Table.from_pydict(
-        {
-            "object_fingerprint": [object_fingerprint(k, "etag") for k in object_keys],
-            "object_key": object_keys,
-            "object_etag": ["etag"] * keys,
-            "batch_id": [f"{n // batch_size:016x}" for n in range(keys)],
-            "committed_at": [committed] * keys,
-            "articles": np.ones(keys, dtype="int32"),
-            "rejects": np.zeros(keys, dtype="int32"),
-            "paths": [
-                [f"articles/source=s/date=d/part-{n // batch_size:016x}.parquet"]
-                for n in range(keys)
-            ],
-        },
-        schema=LEDGER_SCHEMA,
-    )
-    figures: dict[str, float] = {"keys": keys}
-    for layout, rows_per_file in (("per_batch", batch_size), ("compacted", keys)):
-        root = OutputRoot.open(str(workdir / f"ledger-{layout}"), Settings())
-        directory = Path(root.path(LEDGER_DIR))
-        directory.mkdir(parents=True)
-        for offset in range(0, keys, rows_per_file):
-            pq.write_table(table.slice(offset, rows_per_file), directory / f"{offset:012d}.parquet")
-        started = time.perf_counter()
-        ledger = Ledger.load(root)
-        figures[f"load_seconds_{layout}"] = time.perf_counter() - started
-        figures[f"files_{layout}"] = len(list(directory.iterdir()))
-    page = [object_fingerprint(f"in/source/{n:09d}.html", "new") for n in range(500)]
-    page += [object_fingerprint(k, "etag") for k in object_keys[:500]]
-    rounds = 200
-    started = time.perf_counter()
-    for _ in range(rounds):
-        found = ledger.contains(page)
-    figures["contains_ms_per_1000_key_page"] = (time.perf_counter() - started) / rounds * 1000
-    assert int(found.sum()) == 500
-    return figures
-
-
-# --- snapshot ----------------------------------------------------------------------------
-
-
-def snapshot_update(files: int, client: Any) -> dict[str, float]:
-    """Write the snapshot of a lake of `files` data files on the S3 server by listing it
-    (what a run does at its start after a crash cut a publish short), by reusing it (at
-    the start of any other run) and by applying one batch's change of 30 new files to
-    the previous snapshot (what each publish does)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tasks.settings import Settings
-    from tasks.snapshot import LakeChange, write_snapshot
-    from tasks.storage import OutputRoot
-
-    bucket = f"snapshot-{uuid.uuid4().hex[:6]}"
-    client.create_bucket(Bucket=bucket)
-
-    def put(relative: str) -> None:
-        client.put_object(Bucket=bucket, Key=f"lake/{relative}", Body=b"PAR1")
-
-    partitions = [
-        f"articles/source=s{n % 50}/date=2026-01-{n // 50 % 28 + 1:02d}" for n in range(files)
-    ]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, [f"{p}/part-{n:012x}.parquet" for n, p in enumerate(partitions)]))
-    root = OutputRoot.open(f"s3://{bucket}/lake", Settings())
-    started = time.perf_counter()
-    write_snapshot(root)
-    figures = {"files": files, "listed_seconds": time.perf_counter() - started}
-    started = time.perf_counter()
-    write_snapshot(root)
-    figures["reused_seconds"] = time.perf_counter() - started
-    added = [f"articles/source=new/date=2026-02-01/part-{n:012x}.parquet" for n in range(30)]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, added))
-    started = time.perf_counter()
-    written = write_snapshot(root, LakeChange(added))
-    figures["changed_seconds"] = time.perf_counter() - started
-    assert len(written) == files + len(added)
-    return figures
-
-
-# --- report ------------------------------------------------------------------------------
-
-
 def benchmark(n: int, env: dict[str, str], api_url: str, workdir: Path, client: Any) -> dict:
     bucket = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
@@ -459,8 +360,6 @@ def print_report(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, action="append", help="objects (repeatable)")
-    parser.add_argument("--ledger-keys", type=int, default=1_000_000)
-    parser.add_argument("--snapshot-files", type=int, default=10_000)
     parser.add_argument("--workdir", type=Path, help="keep lakes and logs here")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
@@ -487,7 +386,6 @@ def main() -> None:
         reports = [
             benchmark(n, env, api_url, workdir, boto3.client("s3")) for n in args.n or [1000]
         ]
-        snapshot = snapshot_update(args.snapshot_files, boto3.client("s3"))
     finally:
         prefect_server.terminate()
         s3_server.terminate()
@@ -495,24 +393,6 @@ def main() -> None:
         s3_server.wait(30)
     for report in reports:
         print_report(report)
-    print(
-        f"\n=== snapshot of a lake of {snapshot['files']:,.0f} files on S3 ===\n"
-        f"listing the lake (a run's start after a crash): {snapshot['listed_seconds']:.2f} s; "
-        f"reusing it (any other run's start): {snapshot['reused_seconds']:.2f} s; "
-        f"applying a batch's 30 new files (each publish): {snapshot['changed_seconds']:.2f} s"
-    )
-    if args.ledger_keys:
-        figures = ledger_lookup(args.ledger_keys, 200, workdir)
-        print(f"\n=== ledger with {args.ledger_keys:,} recorded keys ===")
-        for layout in ("per_batch", "compacted"):
-            print(
-                f"Ledger.load, {figures[f'files_{layout}']:.0f} files: "
-                f"{figures[f'load_seconds_{layout}']:.2f} s"
-            )
-        print(
-            f"Ledger.contains per 1,000-key listing page: "
-            f"{figures['contains_ms_per_1000_key_page']:.2f} ms"
-        )
 
 
 if __name__ == "__main__":

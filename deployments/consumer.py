@@ -31,8 +31,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
+from tasks.s3 import S3Location
 from tasks.settings import DeploymentSettings
-from tasks.storage import S3Location
 
 logger = logging.getLogger("newsflow.consumer")
 

@@ -7,16 +7,14 @@
   events for the input bucket starts a run for just the event's keys, seconds after the
   upload.
 - `backfill-articles/backfill`: manual; reprocesses a source, a date range or a prefix.
-- `compact-lake/daily`: every night (NEWSFLOW_COMPACT_CRON), merges small files.
+- `maintain-lake/daily`: every night (NEWSFLOW_MAINTAIN_CRON), compacts small files,
+  checkpoints and vacuums the lake's Delta tables.
 
-Overlap: the lease beside the ledger serialises every writer of one output root, across
-deployments; a run that waited lists only once it holds the lease, so it sees the other
-runs' commits and never claims an object twice. On top of that, the sweep and the
-backfill run one at a time and queue the rest (ENQUEUE), so slow sweeps cannot pile up.
-The on-upload deployment has no such limit on purpose: the server re-offers a queued run
-only every 30 s (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS), which would
-delay the second of two quick uploads by half a minute; waiting for the lease costs ~1 s.
-The runner's or work pool's process limit bounds how many of them wait at once.
+Overlap: runs of any deployment may write the same lake at once. Each batch is one Delta
+commit per table that replaces its objects' rows, so two runs that claim the same object
+leave one copy, and no run waits for another's whole duration. On top of that, the sweep,
+the backfill and the maintenance run one at a time and queue the rest (ENQUEUE), so slow
+sweeps cannot pile up.
 Adding a deployment is one more entry in `build_deployments`.
 """
 
@@ -32,10 +30,10 @@ from prefect.types.entrypoint import EntrypointType
 
 from deployments.events import OBJECTS_CREATED, bucket_resource_id
 from flows.backfill import backfill_articles
-from flows.compact import compact_lake
 from flows.ingest import ingest_articles
+from flows.maintain import maintain_lake
+from tasks.s3 import S3Location
 from tasks.settings import DeploymentSettings
-from tasks.storage import S3Location
 
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
@@ -80,10 +78,10 @@ def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
             concurrency_limit=ONE_AT_A_TIME,
             **common,
         ),
-        compact_lake.to_deployment(
+        maintain_lake.to_deployment(
             name="daily",
-            description="Merge each partition's small Parquet files into larger ones.",
-            schedules=[Cron(settings.compact_cron, timezone=settings.timezone, slug="daily")],
+            description="Compact small files, checkpoint and vacuum the Delta tables.",
+            schedules=[Cron(settings.maintain_cron, timezone=settings.timezone, slug="daily")],
             parameters={"output_uri": settings.output_uri},
             concurrency_limit=ONE_AT_A_TIME,
             **common,

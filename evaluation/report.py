@@ -9,6 +9,7 @@ from evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
 from evaluation.duplicates import evaluate_duplicates
 from evaluation.entities import HOLDOUT_FILE, LABELS_FILE, evaluate_entities
 from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
+from evaluation.keyphrases import PUBLISHED_F1_AT_10, benchmark_dir, evaluate_keyphrases
 from evaluation.keywords import evaluate_keywords
 from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
 from evaluation.metadata import evaluate_metadata
@@ -78,6 +79,7 @@ def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
         "whose words are all in the text"
     )
     yield from _halves("keywords naming a tag (P), tags named by a keyword (R)", keywords.scores)
+    yield from _keyphrase_benchmark()
 
     duplicates = evaluate_duplicates(corpus)
     yield ""
@@ -88,3 +90,20 @@ def report_lines(corpus: Path = DEFAULT_CORPUS) -> Iterator[str]:
         f"  grouped: different stories ({duplicates.different_pairs} pairs)"
         f"{'':9s}{duplicates.false_groupings:.2%}"
     )
+
+
+def _keyphrase_benchmark() -> Iterator[str]:
+    """500N-KPCrowd figures beside the published ones, when the data is on this machine."""
+    folder = benchmark_dir()
+    yield ""
+    if folder is None:
+        yield "Keyphrases, 500N-KPCrowd: not on this machine (NEWSFLOW_KPCROWD_DIR)"
+        return
+    result = evaluate_keyphrases(folder)
+    yield (
+        f"Keyphrases, 500N-KPCrowd ({result.documents} news stories, Porter-stemmed exact "
+        f"match): F1@5 {result.f1[5]:.3f}  F1@10 {result.f1[10]:.3f}  "
+        f"({result.cpu_ms_per_document:.1f} CPU ms a story)"
+    )
+    for method, f1 in PUBLISHED_F1_AT_10.items():
+        yield f"  published F1@10: {method} {f1:.3f}"

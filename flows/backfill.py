@@ -2,9 +2,9 @@
 improvement, replacing the affected rows instead of adding to them.
 
 The affected objects come from the ledger, not from a scan of the data files: each
-object's current ledger row lists the files its rows went to, and those paths carry the
-Hive partitions (`articles/source=…/date=…/`). The keys are then ingested again with
-`reprocess=True`; the ledger's supersede step removes their earlier rows.
+object's current ledger row lists the partitions (`source=…/date=…`) its article rows are
+in. The keys are then ingested again with `reprocess=True`, and each batch's commit
+replaces their earlier rows.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from prefect import flow, get_run_logger
 
 from flows.ingest import ingest_articles
 from tasks.fetch import source_from_key
-from tasks.ledger import Ledger, current_versions
+from tasks.lake import Lake, current_versions
+from tasks.s3 import S3Location
 from tasks.settings import Settings
-from tasks.snapshot import ARTICLES_DIR
-from tasks.storage import OutputRoot, S3Location
 
 # Keys per ingest subflow: keeps each run's `keys` parameter well under Prefect's 512 KB.
 KEYS_PER_RUN = 2000
@@ -55,14 +54,11 @@ class Selection:
         )
 
 
-def article_partitions(paths: list[str]) -> list[tuple[str, str]]:
-    """(source, date) of each article file path; reject files have no partitions."""
+def article_partitions(partitions: list[str]) -> list[tuple[str, str]]:
+    """(source, date) of each `source=…/date=…` partition a ledger row names."""
     found = []
-    for path in paths:
-        parts = path.split("/")
-        if parts[0] != ARTICLES_DIR or len(parts) < 4:
-            continue
-        values = dict(part.split("=", 1) for part in parts[1:3] if "=" in part)
+    for partition in partitions:
+        values = dict(part.split("=", 1) for part in partition.split("/") if "=" in part)
         if "source" in values and "date" in values:
             found.append((values["source"], values["date"]))
     return found
@@ -78,10 +74,12 @@ def select_keys(ledger: pa.Table, selection: Selection, input_prefix: str) -> li
     if selection.prefix:
         current = current.filter(pc.starts_with(current.column("object_key"), selection.prefix))
     keys = []
-    for key, paths in zip(
-        current.column("object_key").to_pylist(), current.column("paths").to_pylist(), strict=True
+    for key, named in zip(
+        current.column("object_key").to_pylist(),
+        current.column("partitions").to_pylist(),
+        strict=True,
     ):
-        partitions = article_partitions(paths or [])
+        partitions = article_partitions(named or [])
         if partitions:
             selected = any(selection.matches_partition(s, d) for s, d in partitions)
         else:
@@ -116,8 +114,8 @@ def backfill_articles(
     (inclusive) and/or with keys starting with `prefix`, replacing their rows."""
     logger = get_run_logger()
     selection = Selection(source, date_from, date_to, prefix)
-    root = OutputRoot.open(output_uri, Settings())
-    keys = select_keys(Ledger.load(root).table, selection, S3Location.parse(input_uri).prefix)
+    lake = Lake.open(output_uri, Settings())
+    keys = select_keys(lake.ledger().current, selection, S3Location.parse(input_uri).prefix)
     logger.info("%d objects in the lake match %s", len(keys), selection)
     runs = [
         ingest_articles(input_uri, output_uri, keys=chunk, reprocess=True)
@@ -129,5 +127,5 @@ def backfill_articles(
         "objects": sum(run["objects_new"] for run in runs),
         "articles": sum(run["articles"] for run in runs),
         "rejects": sum(run["rejects"] for run in runs),
-        "output": root.uri,
+        "output": lake.uri,
     }

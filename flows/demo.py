@@ -9,11 +9,11 @@ queries the lake with DuckDB.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import socket
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -66,7 +66,6 @@ def start_local_s3() -> str:
     """moto's S3 server in a thread on 127.0.0.1; returns its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = _free_port()
     ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -79,11 +78,30 @@ def start_local_s3() -> str:
     return endpoint
 
 
+DEMO_QUERY = """
+    SELECT source, date, language, title, word_count, keywords[1:3] AS keywords
+    FROM articles ORDER BY source, date"""
+
+
+def delta_datasets(output: str) -> tuple[Any, Any]:
+    """The lake's articles and rejects as pyarrow datasets of their current versions:
+    DuckDB's own `delta_scan` needs an extension it downloads, which offline machines
+    cannot; online, `INSTALL delta; SELECT … FROM delta_scan('…/articles')` reads the same."""
+    from tasks.lake import ARTICLES, REJECTS, Lake
+    from tasks.settings import Settings
+
+    lake = Lake.open(output, Settings())
+    return (
+        lake.table(ARTICLES).to_pyarrow_dataset(),
+        lake.table(REJECTS).to_pyarrow_dataset(),
+    )
+
+
 def run_demo(output: str) -> None:
     import duckdb
 
-    from flows.cli import print_summary
     from flows.ingest import ingest_articles
+    from flows.summary import print_summary
 
     endpoint = start_local_s3()
     client = boto3.client("s3")
@@ -99,23 +117,13 @@ def run_demo(output: str) -> None:
     summary = ingest_articles(input_uri=f"s3://{DEMO_BUCKET}/{DEMO_PREFIX}", output_uri=output)
     print_summary(summary)
 
-    lake = Path(output).resolve()
-    snapshot = f"""
-        SET VARIABLE articles = (SELECT list(path) FROM '{lake}/_snapshot.parquet'
-                                 WHERE dataset = 'articles');
-        SET VARIABLE rejects = (SELECT list(path) FROM '{lake}/_snapshot.parquet'
-                                WHERE dataset = 'rejects');"""
-    query = """
-        SELECT source, date, language, title, word_count, keywords[1:3] AS keywords
-        FROM read_parquet(getvariable('articles'), hive_partitioning = true)
-        ORDER BY source, date"""
-    rejects = """
-        SELECT object_key, stage, reason FROM read_parquet(getvariable('rejects')) ORDER BY 1"""
-    print(f"\nDuckDB, reading the files the lake's snapshot names:{snapshot}{query}\n")
+    print(f"\nDuckDB, over the Delta tables as deltalake reads them:{DEMO_QUERY}\n")
+    articles, rejects = delta_datasets(output)
     connection = duckdb.connect()
-    connection.execute(snapshot)
-    print(connection.sql(query))
-    print(connection.sql(rejects))
+    connection.register("articles", articles)
+    connection.register("rejects", rejects)
+    print(connection.sql(DEMO_QUERY))
+    print(connection.sql("SELECT object_key, stage, reason FROM rejects ORDER BY 1"))
 
     again = ingest_articles(input_uri=f"s3://{DEMO_BUCKET}/{DEMO_PREFIX}", output_uri=output)
     print(f"second run: {again['objects_new']} new objects, {again['articles']} articles written")

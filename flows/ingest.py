@@ -2,8 +2,9 @@
 
 Each stage is a Prefect task over a batch of objects (not one task per article: a task
 run costs 10-25 ms of orchestration). Batches are passed by reference (`quote`), the
-CPU-bound stages fan out over worker processes, and the ledger beside the output makes
-the whole run exactly-once (see `tasks/write.py`).
+CPU-bound stages fan out over worker processes, and each batch is committed to the lake's
+Delta tables by replacing its objects' rows, so runs, retries and reruns are exactly-once
+without waiting for each other (see `tasks/lake/lake.py`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,26 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from typing import Any
 
-from prefect import Task, flow, get_run_logger
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.progress import RunProgress
 from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
 from tasks.clean import clean_batch
-from tasks.compact import recover_compactions
 from tasks.enrich import enrich_batch
 from tasks.extract import extract_batch
 from tasks.fetch import ObjectRef, fetch_batch, list_objects
+from tasks.lake import Lake, Ledger, WriteReport
 from tasks.language import detect_language_batch
-from tasks.ledger import Ledger, hold_lease
+from tasks.s3 import S3Location, s3_client
 from tasks.settings import Settings
-from tasks.snapshot import collect_retired, write_snapshot
-from tasks.storage import OutputRoot, S3Location, s3_client
-from tasks.write import WriteReport, recover_output, write_batch
 
 _LISTING_CHUNK = 1000
-# Files the summary and its artifact name; the rest are counted.
-SUMMARY_FILES = 200
 # The CPU-bound stages, in order; each is one task run per batch.
 _STAGES: tuple[Task[..., Batch], ...] = (
     clean_batch,
@@ -58,27 +56,28 @@ class RunSummary:
     objects_written: int = 0
     articles: int = 0
     rejects: int = 0
+    objects_replaced: int = 0
     batches: int = 0
-    recovered_batches: int = 0
     seconds: float = 0.0
+    commit_seconds: float = 0.0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    # Exceptions a stage raised, by stage: maybe a bug losing good articles, not a verdict
+    # on the input like "no article text".
+    stage_errors: Counter[str] = field(default_factory=Counter)
     articles_by_source: Counter[str] = field(default_factory=Counter)
     articles_by_language: Counter[str] = field(default_factory=Counter)
-    files_written: int = 0
-    # The first files only: the summary is the flow's return value and the CLI's output,
-    # and a list of all of them would grow with the run.
-    first_files: list[str] = field(default_factory=list)
 
     def add(self, batch: Batch, report: WriteReport) -> None:
         self.batches += 1
         self.objects_written += report.objects
+        self.objects_replaced += report.replaced
         self.articles += report.articles
         self.rejects += report.rejects
-        self.files_written += len(report.files)
-        self.first_files += report.files[: SUMMARY_FILES - len(self.first_files)]
+        self.commit_seconds += sum(report.commit_seconds.values())
         self.articles_by_source.update(a.source for a in batch.articles)
         self.articles_by_language.update(a.language for a in batch.articles)
         self.rejects_by_reason.update(f"{r.stage}: {r.reason.split(':')[0]}" for r in batch.rejects)
+        self.stage_errors.update(r.stage for r in batch.rejects if r.stage_error)
 
     @property
     def articles_per_second(self) -> float:
@@ -87,7 +86,12 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["articles_per_second"] = round(self.articles_per_second, 2)
-        for name in ("rejects_by_reason", "articles_by_source", "articles_by_language"):
+        for name in (
+            "rejects_by_reason",
+            "stage_errors",
+            "articles_by_source",
+            "articles_by_language",
+        ):
             # asdict() rebuilds a Counter from (key, count) pairs, counting the pairs
             values[name] = dict(getattr(self, name).most_common())
         return values
@@ -139,24 +143,33 @@ def _publish_artifacts(summary: RunSummary) -> None:
         {"dimension": "reject", "value": k, "count": v}
         for k, v in summary.rejects_by_reason.most_common()
     ]
+    rows += [
+        {"dimension": "stage error", "value": k, "count": v}
+        for k, v in summary.stage_errors.most_common()
+    ]
     create_table_artifact(
         key="ingest-counts",
         table=rows,
-        description="Articles by source and language; rejects by reason.",
+        description="Articles by source and language; rejects by reason; stage errors.",
     )
-    files = "\n".join(f"- `{path}`" for path in summary.first_files) or "- none"
-    unlisted = summary.files_written - len(summary.first_files)
-    more = f"\n- … and {unlisted} more" if unlisted else ""
+    errors = sum(summary.stage_errors.values())
+    warning = (
+        f"**{errors} stage errors** (a stage raised on this input: a bug may be losing "
+        f"articles): {dict(summary.stage_errors.most_common())}\n\n"
+        if errors
+        else ""
+    )
     create_markdown_artifact(
         key="ingest-summary",
         markdown=(
-            f"## Ingest {summary.input} -> {summary.output}\n\n"
+            f"## Ingest {summary.input} -> {summary.output}\n\n{warning}"
             f"{summary.objects_new} new of {summary.objects_listed} listed objects: "
             f"{summary.articles} articles, {summary.rejects} rejects in {summary.batches} batches; "
-            f"{summary.seconds:.1f} s, {summary.articles_per_second:.1f} articles/s.\n\n"
-            f"### Files written\n{files}{more}\n"
+            f"{summary.objects_replaced} objects replaced earlier rows; "
+            f"{summary.seconds:.1f} s, {summary.articles_per_second:.1f} articles/s, "
+            f"{summary.commit_seconds:.1f} s of Delta commits.\n"
         ),
-        description="Duration, throughput and files written by this run.",
+        description="Duration, throughput and commits of this run.",
     )
 
 
@@ -229,6 +242,32 @@ def submit_stages(
     return chain
 
 
+@task(name="write", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def write_batch(
+    lake: Lake, batch: Batch, refs: list[ObjectRef], ledger: Ledger, metadata: dict[str, str]
+) -> WriteReport:
+    """Commit one batch to the lake; retried because S3 writes fail transiently, and safe
+    to retry because a batch written again replaces its own rows."""
+    report = lake.write_batch(
+        batch.batch_id,
+        [(ref.key, ref.etag) for ref in refs],
+        batch.articles,
+        batch.rejects,
+        ledger,
+        metadata,
+    )
+    get_run_logger().info(
+        "batch %s: committed %d objects as %d articles and %d rejects (%d replaced) in %.2f s",
+        report.batch_id,
+        report.objects,
+        report.articles,
+        report.rejects,
+        report.replaced,
+        sum(report.commit_seconds.values()),
+    )
+    return report
+
+
 @flow(name="ingest-articles")
 def ingest_articles(
     input_uri: str,
@@ -244,92 +283,81 @@ def ingest_articles(
     Up to `batches_in_flight` batches are fetched (one after the other) and processed at
     once while the oldest is written here, in order: the cores never wait on S3, on a
     write or on a stage's slowest article, and memory stays bounded by the batches in
-    flight. The stage workers serve the oldest batch first (`StagePool`).
+    flight. The stage workers serve the oldest batch first (`StagePool`). Other runs may
+    write the same lake at the same time: commits are Delta's, and need no lease.
     """
     started = time.monotonic()
     logger = get_run_logger()
     settings = Settings()
     location = S3Location.parse(input_uri)
-    root = OutputRoot.open(output_uri, settings)
+    lake = Lake.open(output_uri, settings)
     client = PortableS3Client(settings)
-    summary = RunSummary(input=str(location), output=root.uri)
+    summary = RunSummary(input=str(location), output=lake.uri)
+    progress = RunProgress()
     on_dask = settings.task_runner_address is not None
-    # A reprocessed batch must not take the id (and ledger entry) of the batch it replaces.
+    # A reprocessed batch must not take the id of the batch it replaces: history tells
+    # the two apart by it.
     salt = str(flow_run.id) if reprocess else ""
+    metadata = {"operation": "reprocess" if reprocess else "ingest", "run": str(flow_run.id)}
+    ledger = lake.ledger(keys)
+    logger.info("%d objects already in the lake at %s", len(ledger), lake.uri)
 
-    with hold_lease(root, settings) as lease:
-        ledger = Ledger.load(root)
-        # Compactions first: until they are finished the ledger may name a merged file
-        # that a batch's publish would then fail to find.
-        summary.recovered_batches = len(recover_compactions(root, ledger))
-        summary.recovered_batches += len(recover_output(root, ledger))
-        if summary.recovered_batches:
-            logger.info(
-                "recovered %d batches left by an interrupted run", summary.recovered_batches
-            )
-        collect_retired(root, settings.retired_file_seconds)
-        write_snapshot(root)  # the lake is listed if a crash cut a publish short
-        logger.info("%d objects already in the lake at %s", len(ledger), root.uri)
+    def write_oldest(
+        in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]],
+    ) -> None:
+        refs, stages = in_flight.popleft()
+        # In stage order, so a failure raises its own error (S3 down, say) rather than
+        # the "never ran" of the stages after it.
+        batch = [future.result() for future in stages][-1]
+        summary.add(batch, write_batch(quote(lake), batch, quote(refs), quote(ledger), metadata))
+        del batch, stages  # this batch's results: free before the heap is trimmed
+        trim_heap_above(settings.trim_heap_above_bytes)
+        summary.seconds = time.monotonic() - started
+        progress.update(summary)
+        logger.info(
+            "progress: %d listed, %d new, %d written -> %d articles, %d rejects (%.1f articles/s)",
+            summary.objects_listed,
+            summary.objects_new,
+            summary.objects_written,
+            summary.articles,
+            summary.rejects,
+            summary.articles_per_second,
+        )
 
-        def write_oldest(
-            in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]],
-        ) -> None:
-            refs, stages = in_flight.popleft()
-            # In stage order, so a failure raises its own error (S3 down, say) rather than
-            # the "never ran" of the stages after it.
-            batch = [future.result() for future in stages][-1]
-            summary.add(batch, write_batch(root, batch, quote(refs), ledger))
-            del batch, stages  # this batch's results: free before the heap is trimmed
-            trim_heap_above(settings.trim_heap_above_bytes)
-            lease.renew()
-            summary.seconds = time.monotonic() - started
-            logger.info(
-                "progress: %d listed, %d new, %d written -> %d articles, %d rejects "
-                "(%.1f articles/s)",
-                summary.objects_listed,
-                summary.objects_new,
-                summary.objects_written,
-                summary.articles,
-                summary.rejects,
-                summary.articles_per_second,
-            )
-
-        refs = list_objects(client, location, keys, settings.fetch_concurrency)
-        batches = new_object_batches(refs, ledger, summary, settings, reprocess)
-        first = next(batches, None)
-        if first is not None:  # most sweeps find nothing new: no workers, no task runner
-            # A run of one small batch (an upload triggered it, say) needs no workers. A
-            # small first batch ended the listing unless large objects closed it early, so
-            # looking for a second costs nothing; after a full one it could mean listing
-            # much further before any work starts.
-            small = len(first) < settings.workers_min_objects
-            second = next(batches, None) if small else None
-            head = [first] if second is None else [first, second]
-            with (
-                stage_pool(
-                    settings, enabled=not on_dask, few_objects=small and second is None
-                ) as pool,
-                task_runner(settings) as runner,
-            ):
-                in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
-                stages: list[PrefectFuture[Batch]] = []
-                for batch_refs in chain(head, batches):
-                    summary.objects_new += len(batch_refs)
-                    stages = submit_stages(
-                        runner,
-                        client,
-                        location,
-                        batch_refs,
-                        settings,
-                        pool,
-                        salt,
-                        previous=stages[0] if stages else None,
-                    )
-                    in_flight.append((batch_refs, stages))
-                    if len(in_flight) >= settings.batches_in_flight:
-                        write_oldest(in_flight)
-                while in_flight:
+    refs = list_objects(client, location, keys, settings.fetch_concurrency)
+    batches = new_object_batches(refs, ledger, summary, settings, reprocess)
+    first = next(batches, None)
+    if first is not None:  # most sweeps find nothing new: no workers, no task runner
+        # A run of one small batch (an upload triggered it, say) needs no workers. A
+        # small first batch ended the listing unless large objects closed it early, so
+        # looking for a second costs nothing; after a full one it could mean listing
+        # much further before any work starts.
+        small = len(first) < settings.workers_min_objects
+        second = next(batches, None) if small else None
+        head = [first] if second is None else [first, second]
+        with (
+            stage_pool(settings, enabled=not on_dask, few_objects=small and second is None) as pool,
+            task_runner(settings) as runner,
+        ):
+            in_flight: deque[tuple[list[ObjectRef], list[PrefectFuture[Batch]]]] = deque()
+            stages: list[PrefectFuture[Batch]] = []
+            for batch_refs in chain(head, batches):
+                summary.objects_new += len(batch_refs)
+                stages = submit_stages(
+                    runner,
+                    client,
+                    location,
+                    batch_refs,
+                    settings,
+                    pool,
+                    salt,
+                    previous=stages[0] if stages else None,
+                )
+                in_flight.append((batch_refs, stages))
+                if len(in_flight) >= settings.batches_in_flight:
                     write_oldest(in_flight)
+            while in_flight:
+                write_oldest(in_flight)
     summary.seconds = time.monotonic() - started
     logger.info(
         "done: %d new of %d listed objects -> %d articles, %d rejects in %.1f s",

@@ -70,9 +70,9 @@ def share_one_heap() -> None:
     glibc gives each new thread a heap of its own (up to 8 per core), and a heap keeps
     what was freed in it for its own later use. In the flow process the fetch threads
     decode pages and the pool's threads pickle and unpickle chunks, each in its heap, so
-    every heap grew to its own peak. One heap reuses what any thread freed, and the
+    every heap grows to its own peak. One heap reuses what any thread freed, and the
     threads take turns on the GIL anyway, so they hardly wait for it: peak RSS 1,188 MiB
-    instead of 1,549 at 10,000 objects, in the same time.
+    instead of 1,549 at 10,000 objects, in the same time (measured, docs/benchmarks.md).
 
     A thread keeps the heap it was given (and glibc stops reading the limit once it has
     made more than 8 heaps), so this must come before the process's threads allocate:
@@ -99,11 +99,11 @@ def trim_heap_above(limit_bytes: int) -> bool:
     `limit_bytes`; whether it did.
 
     Even one heap fragments: batch after batch of pages and pickles of every size leave
-    holes it keeps, and RSS crept up with the number of objects (870 MiB at 1,000, 1,164-
-    1,188 MiB at 10,000). Trimming after every batch (measured with a heap per thread)
-    kept it flat but cost 5 % of the run, most of it faulting the returned pages in
-    again; trimming only above a limit costs nothing below it (1 GiB: peaks of 1,030-
-    1,158 MiB at 10,000, in the same time). A limit below what the flow holds live
+    holes it keeps, and untrimmed RSS creeps up with the number of objects (870 MiB at
+    1,000, 1,164-1,188 MiB at 10,000). Trimming after every batch keeps it flat but costs
+    5 % of the run (measured with a heap per thread), most of it faulting the returned
+    pages in again; trimming only above a limit costs nothing below it (1 GiB: peaks of
+    1,030-1,158 MiB at 10,000, in the same time). A limit below what the flow holds live
     makes every batch trim.
     """
     if (libc := _glibc()) is None:
@@ -118,19 +118,27 @@ def trim_heap_above(limit_bytes: int) -> bool:
 def _apply(
     stage: str, function: StageFunction, settings: Settings, article: Article
 ) -> Article | Reject:
-    """Run one stage on one article; bad input becomes a Reject instead of an exception."""
+    """Run one stage on one article; bad input becomes a Reject instead of an exception.
+
+    A stage's verdict (`RejectedArticle`: no article text, too short…) is an ordinary
+    reject; any other exception is also caught, so that one hostile input cannot sink the
+    batch, but its reject is marked `stage_error`: it may be a bug losing good articles.
+    """
+    stage_error = False
     try:
         return function(article, settings)
     except RejectedArticle as rejected:
         reason = rejected.reason
-    except Exception as error:  # a parser choking on hostile input must not sink the batch
+    except Exception as error:
         reason = f"{stage} failed on this input: {type(error).__name__}: {error}"[:500]
+        stage_error = True
     return Reject(
         object_key=article.object_key,
         object_etag=article.object_etag,
         stage=stage,
         reason=reason,
         line_number=article.line_number,
+        stage_error=stage_error,
     )
 
 

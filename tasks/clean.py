@@ -126,7 +126,19 @@ MAX_HEADLINE_WORDS = 25
 MIN_PROSE_WORDS = 16
 MIN_SENTENCE_WORDS = 4
 SHORT_LINE_COST = 6
-_SENTENCE_END = frozenset('.!?…"\u201d')
+_SENTENCE_END = frozenset('.!?…"\u201d\u3002\uff01\uff1f\u300d')
+# Han, kana, Hangul is spaced; Thai, Lao, Khmer, Myanmar. A Chinese or Japanese word is
+# about two characters.
+_UNSPACED = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]"
+)
+UNSPACED_WORD_CHARS = 2
+MAX_DATELINE_WORDS = 12
+HEAD_PROSE_WORDS = 60
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+_TIME = re.compile(r"\b\d{1,2}[:.]\d\d\b")
+_MONTH = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b\.?")
+_NUMERIC_DATE = re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b")
 _BYLINE_WORDS = frozenset({"by", "por", "par", "von", "di", "door", "av", "przez"})
 # Text with fewer letters than this share of its characters is markup or number debris;
 # sports standings and results tables, the most numeric real articles, are near 0.4.
@@ -149,6 +161,10 @@ _FOOTER_MARKERS = re.compile(
     r"|related(?: (?:articles?|posts?|stories|news|content))?:?$|(?:you )?(?:may|might) also like"
     r"|more from\b|follow us\b|tags?:|filed under\b"
     r"|this site uses akismet|your email address will not be published"
+    r"|[\[(]?\s*\d+ comments?\s*[\])]?$|(?:top|most) (?:rated|recent|popular) comments"
+    r"|join the (?:conversation|discussion)|post navigation|(?:previous|next) (?:post|article)\b"
+    r"|tell us what you think|what do you think\?|most (?:read|popular|viewed|shared)\b"
+    r"|next up\b|more (?:\w+ ){0,2}stories\b|recommended(?: for you)?:?$"
     # Spanish / Portuguese
     r"|(?:deja|dejar|escribe|deixe|deixar) (?:un|um|tu|seu|su) coment[aá]rio"
     r"|compart(?:e|ir|ilhe|ilhar)\b|colabora con\b|ap[oó]yanos|apoie\b|suscr[ií]bete"
@@ -168,21 +184,36 @@ _FOOTER_MARKERS = re.compile(
 # paragraphs, a copyright line under a photo, a newsletter box that splits the article,
 # wire-service credits): dropped, but not the end of the article.
 _INLINE_FURNITURE = re.compile(
-    r"^(?:read (?:more|also|next)\b|all rights reserved|©|copyright\b"
+    r"^(?:read (?:more|also|next)\b|don'?t miss\b|all rights reserved|©|copyright\b"
     r"|sign up\b|subscribe\b|click here\b|see more:|also:|more:$|\[related:|popular on\b"
     r"|source:|related (?:articles?|posts?|stories|news|content|coverage):"
     r"|lee tambi[eé]n|leia (?:tamb[eé]m|mais)\b|(?:[àa] )?lire aussi|lesen sie auch"
     r"|mehr zum thema|leggi anche|читайте также)"
 )
+# Footer markers that also head boxes inside the article (related links, a comment
+# count by the byline): they end the article only in its second half.
+_BOXES = re.compile(
+    r"^(?:related\b|comments?\b|(?:noticias|art[ií]culos|not[ií]cias|mat[eé]rias) relacionad)"
+)
+# Photo credits: "(Image: Getty)", "Photograph: Name/Agency", "Credit…Name", "Name/Getty
+# Images", "(AP Photo/Name)".
+_PHOTO_CREDIT = re.compile(
+    r"[(\[]\s*(?:image|photo|photograph|picture|pic|credit)s?\s*:|^(?:image|photo|photograph|picture)s?\s*:"
+    r"|\bcredit\s*(?::|\.\.\.|…)|getty images|shutterstock|\bap photo\b|\bgetty\s*\)?$"
+)
+MAX_CAPTION_WORDS = 45
+MAX_CREDIT_WORDS = 8
 # Notices that mark a footer wherever they stand, however long the paragraph.
 _FOOTER_NOTICES = re.compile(
     r"this site uses akismet|your email address will not be published"
+    r"|(?:this (?:web)?site|we) uses? cookies"
     r"|este sitio usa akismet|ce site utilise akismet|diese website verwendet akismet"
 )
 # Wire-service credits ("Reporting by …; Editing by …"), however many names they list.
 _CREDITS = re.compile(r"^\(?(?:additional )?(?:reporting|writing|editing) by\b")
 # A short paragraph naming a newsletter is a sign-up box, whatever its wording.
-_NEWSLETTER = re.compile(r"\bnewsletters?\b")
+_NEWSLETTER = re.compile(r"\bnewsletters?\b|\byour inbox\b")
+MAX_APPEAL_WORDS = 40
 
 
 def normalise_text(text: str) -> str:
@@ -290,11 +321,7 @@ def densest_passage(paragraphs: list[str]) -> list[str]:
     best, best_span = 0, (0, len(paragraphs))
     running, start = 0, 0
     for i, paragraph in enumerate(paragraphs):
-        words = len(paragraph.split())
-        prose = words >= MIN_PROSE_WORDS or (
-            words >= MIN_SENTENCE_WORDS and paragraph[-1] in _SENTENCE_END
-        )
-        score = words if prose else -SHORT_LINE_COST
+        score = _word_count(paragraph) if _is_prose(paragraph) else -SHORT_LINE_COST
         if running <= 0:
             running, start = score, i
         else:
@@ -302,6 +329,97 @@ def densest_passage(paragraphs: list[str]) -> list[str]:
         if running > best:
             best, best_span = running, (start, i + 1)
     return paragraphs[best_span[0] : best_span[1]]
+
+
+def _word_count(paragraph: str) -> int:
+    """Words, as spaces separate them, plus one per UNSPACED_WORD_CHARS characters of the
+    scripts written without spaces (Chinese, Japanese, Thai…)."""
+    return len(paragraph.split()) + len(_UNSPACED.findall(paragraph)) // UNSPACED_WORD_CHARS
+
+
+def _is_prose(paragraph: str) -> bool:
+    words = _word_count(paragraph)
+    return words >= MIN_PROSE_WORDS or (
+        words >= MIN_SENTENCE_WORDS and paragraph[-1] in _SENTENCE_END
+    )
+
+
+def _is_dateline(paragraph: str) -> bool:
+    """A byline or a publication date/time line: short, and not a sentence."""
+    words = paragraph.split()
+    if not words or len(words) > MAX_DATELINE_WORDS or paragraph[-1] in ".!?":
+        return False
+    lowered = paragraph.casefold()
+    return words[0].casefold() in _BYLINE_WORDS or bool(
+        (_YEAR.search(lowered) and (_TIME.search(lowered) or _MONTH.search(lowered)))
+        or _NUMERIC_DATE.search(lowered)
+    )
+
+
+def start_after_byline(paragraphs: list[str]) -> list[str]:
+    """Drop the page header the passage may open with (headline, standfirst, photo
+    caption): everything above a byline or date line that comes before the article's
+    first HEAD_PROSE_WORDS words of prose, except the byline and date lines themselves,
+    which the extract stage reads the author and date from."""
+    start, prose_words = 0, 0
+    for i, paragraph in enumerate(paragraphs):
+        if prose_words >= HEAD_PROSE_WORDS:
+            break
+        if _is_dateline(paragraph):
+            start = i + 1
+        elif _is_prose(paragraph):
+            prose_words += _word_count(paragraph)
+    return [p for p in paragraphs[:start] if _is_dateline(p)] + paragraphs[start:]
+
+
+def _is_footer(paragraph: str) -> bool:
+    lowered = paragraph.casefold()
+    return bool(
+        _FOOTER_NOTICES.search(lowered) or (_is_short(paragraph) and _FOOTER_MARKERS.match(lowered))
+    )
+
+
+def end_at_footer(paragraphs: list[str]) -> list[str]:
+    """Cut the passage at its first footer line once the article has begun (after
+    HEAD_PROSE_WORDS words of prose): comment threads and link lists that the passage
+    took in for their prose start there."""
+    prose_words = 0
+    for i, paragraph in enumerate(paragraphs):
+        if (
+            prose_words >= HEAD_PROSE_WORDS
+            and _is_footer(paragraph)
+            and not _BOXES.match(paragraph.casefold())
+        ):
+            return paragraphs[:i]
+        if _is_prose(paragraph):
+            prose_words += _word_count(paragraph)
+    return paragraphs
+
+
+def _is_credit(paragraph: str) -> bool:
+    return len(paragraph.split()) <= MAX_CAPTION_WORDS and bool(
+        _PHOTO_CREDIT.search(paragraph.casefold())
+    )
+
+
+def _is_credit_only(paragraph: str) -> bool:
+    """A credit on its own line: a few words, every one capitalised (names, agencies)."""
+    words = paragraph.split()
+    return len(words) <= MAX_CREDIT_WORDS and not any(w[0].islower() for w in words)
+
+
+def drop_captions(paragraphs: list[str]) -> list[str]:
+    """Drop photo captions: a line that carries a photo credit, and the line above a line
+    that is only a credit (a caption with its credit underneath)."""
+    credited = [_is_credit(p) for p in paragraphs]
+    captioned = [
+        i + 1 < len(paragraphs)
+        and credited[i + 1]
+        and _is_credit_only(paragraphs[i + 1])
+        and len(p.split()) <= MAX_CAPTION_WORDS
+        for i, p in enumerate(paragraphs)
+    ]
+    return [p for i, p in enumerate(paragraphs) if not (credited[i] or captioned[i])]
 
 
 def _is_short(paragraph: str) -> bool:
@@ -319,8 +437,8 @@ def cut_footer(paragraphs: list[str]) -> list[str]:
         )
         if footer and i >= len(paragraphs) // 2:
             break
-        inline = _is_short(paragraph) and (
-            _INLINE_FURNITURE.match(lowered) or _NEWSLETTER.search(lowered)
+        inline = (_is_short(paragraph) and _INLINE_FURNITURE.match(lowered)) or (
+            len(paragraph.split()) <= MAX_APPEAL_WORDS and _NEWSLETTER.search(lowered)
         )
         if not (footer or inline or _CREDITS.match(lowered) or _RULE.match(paragraph)):
             kept.append(paragraph)
@@ -336,7 +454,8 @@ def clean_scraped_text(text: str, title: str | None = None) -> tuple[str, str | 
         paragraphs, title = drop_title_lines(paragraphs, title, may_be_truncated=False)
     else:
         paragraphs, title = drop_title_lines(paragraphs, crumb_title or headline(paragraphs))
-    paragraphs = cut_footer(dedupe_paragraphs(densest_passage(paragraphs)))
+    paragraphs = end_at_footer(start_after_byline(densest_passage(paragraphs)))
+    paragraphs = cut_footer(dedupe_paragraphs(drop_captions(paragraphs)))
     return "\n\n".join(paragraphs), title
 
 

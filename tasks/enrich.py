@@ -9,46 +9,58 @@ a query finds with a plain join on the `dup_bands` column, no index service need
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import cache
-from importlib import resources
 
 import numpy as np
 import regex
+import rjieba
 from datasketch import MinHash
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from yake_rust import Yake
 
 from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article
 from tasks.settings import Settings
+from tasks.stopwords import yake_stopwords
 
 # A word for counting: letters and digits, with inner apostrophes and number separators
 # ("It's", "3.5", "10,000"), or one ideograph or kana, since Chinese and Japanese don't
 # separate words and a character is close to a word's reading time.
 _IDEOGRAPHIC = r"\p{Han}\p{Hiragana}\p{Katakana}"
 _WORD = regex.compile(rf"[{_IDEOGRAPHIC}]|[^\W{_IDEOGRAPHIC}]+(?:['\u2019.,][^\W{_IDEOGRAPHIC}]+)*")
-# Keywords are YAKE's, computed by yake-rust, a port of the reference implementation:
-# 2.9 ms an article on 3,000 characters of the benchmark pages where the Python package
-# (yake 0.7.3) took 18 ms, and better on the publisher-tag measure
-# (`evaluation/keywords.py`, 42 pages): recall 0.553 / precision 0.343 against 0.516 /
-# 0.295. YAKE reads the title and the lead, where news states its topics. On that measure
-# 1,500 characters (about 250 words) do as well as any length, on both halves of the
-# pages: R 0.581 / P 0.348 (F1 0.435; 3,000: 0.423; whole text 0.421), at 1.8 ms; they
-# give 75 % of the keywords the whole text gives (3,000: 88 %), the rest being topics
-# that appear only further down.
+# Keyphrases: the article's most frequent content words, an earlier first mention
+# weighing a little, and phrases that stand as units: a run of two or three capitalised
+# words (a name: "Donald Trump", "Port" and "Rotterdam" apart) or of content words said
+# at least twice ("dock workers"). A content word is no stopword of the language, no
+# number, and 3+ letters (2+ characters in Chinese and Japanese). Phrases never cross
+# punctuation or a stopword, so no clause comes out, and a headline in title case
+# ("Units Generate Power For Town") gives words, not names. A phrase covers its words:
+# once it is chosen they are not chosen alone. Chinese is cut into words by jieba
+# (rjieba, its Rust port), Japanese into runs of one script: kanji and katakana runs
+# are its nouns, hiragana the grammar between them.
+# Measured (docs/quality.md): on 500N-KPCrowd, F1@10 0.171 / F1@5 0.112 where YAKE's
+# package scores 0.079 / 0.045 the same way and the yake-rust setup before this one
+# 0.104 / 0.059; on the publisher-tag measure P 0.321 / R 0.576 (before: 0.348 / 0.581);
+# 1.0 ms CPU an article. Choices, weighed on both measures: 1,500 characters (the whole
+# text: 500N 0.169, tags P 0.319); a phrase weighs 0.3 of its best word's weight per
+# mention (0.2: 500N 0.175, tags P 0.305; 1.0: 0.148, P 0.290; no phrases, 3,000
+# characters: 0.178, P 0.267).
 KEYWORD_MAX_CHARS = 1500
-# Up to two-word phrases. With three, the top ten fill with overlapping fragments of one
-# name ("South Dakota", "South Dakota Gov", "South Dakota governor", ...): recall of the
-# publisher's tags falls to 0.522 while precision, which counts each fragment, rises to
-# 0.426. Single words split names: recall 0.607, precision 0.264.
-KEYWORD_MAX_WORDS = 2
-# YAKE's tokenizer splits contractions off at ASCII apostrophes only: with typographic
-# ones (U+2019) "n't", "'re" and "'ll" were keywords of one benchmark article in ten.
-_TYPOGRAPHIC_APOSTROPHES = str.maketrans("\u2019\u2018", "''")
-# The `yake` package names its Czech stopword list by the country code.
-_YAKE_FILE_CODES = {"cs": "cz"}
-
+PHRASE_MAX_WORDS = 3
+PHRASE_MIN_COUNT = 2
+PHRASE_WEIGHT = 0.3
+POSITION_WEIGHT = 0.3
+MIN_WORD_CHARS = 3
+_TOKEN = regex.compile(
+    r"[\p{L}\p{M}\p{N}]+(?:['\u2019\u2018\-][\p{L}\p{M}\p{N}]+)*|[^\s\p{L}\p{M}\p{N}]"
+)
+_CONTENT_SCRIPTS = regex.compile(r"[\p{Han}\p{Katakana}\p{Latin}\p{N}]")
+_JAPANESE_RUN = regex.compile(
+    r"[\p{Han}々]+|[\p{Katakana}ー]+|\p{Hiragana}+|[^\s\p{Han}々\p{Katakana}ー\p{Hiragana}]+"
+)
+_HAN = regex.compile(r"\p{Han}")
+_APOSTROPHE = regex.compile("['\u2019\u2018]")
 # Near-duplicate signature. Shingles of SHINGLE_WORDS words: one edited word spoils only
 # three, and unrelated articles still share almost none. BANDS x ROWS = NUM_PERM
 # permutations; a pair becomes a candidate with probability 1 - (1 - J^ROWS)^BANDS for
@@ -84,33 +96,116 @@ def reading_minutes(word_count: int, words_per_minute: int) -> float:
     return round(word_count / words_per_minute, 1)
 
 
-@cache
-def _keyword_extractor(language: str) -> Yake:
-    """One extractor per language and process, with the `yake` package's stopword list for
-    the language (its language-neutral one for languages it has none for, and `und`)."""
-    folder = resources.files("yake") / "core" / "StopwordsList"
-    path = folder / f"stopwords_{_YAKE_FILE_CODES.get(language, language)}.txt"
-    if not path.is_file():
-        path = folder / "stopwords_noLang.txt"
-    lines = path.read_text(encoding="utf-8").lower().splitlines()
-    return Yake(stopwords={line.strip() for line in lines} - {""}, ngrams=KEYWORD_MAX_WORDS)
+def _segment(line: str, language: str) -> str:
+    """The line with spaces between words, for the languages that write none."""
+    if language == "zh" or (language == "und" and _HAN.search(line)):
+        return " ".join(rjieba.cut(line))
+    if language == "ja":
+        return " ".join(_JAPANESE_RUN.findall(line))
+    return line
+
+
+def _without_clitics(token: str) -> str:
+    """The word of "council's" and "l'accord"; a contraction ("don't", "they're") is
+    left whole, and no content word."""
+    parts = _APOSTROPHE.split(token)
+    if len(parts) != 2 or not all(parts):
+        return token
+    if parts[1].casefold() == "s":
+        return parts[0]
+    if len(parts[0]) <= 2:
+        return parts[1]
+    return token
+
+
+def _is_content(word: str, stop: frozenset[str], language: str) -> bool:
+    folded = word.casefold()
+    if folded in stop or word.isdigit() or _APOSTROPHE.search(word):
+        return False
+    if language in ("zh", "ja"):
+        # One Han character or a hiragana run is mostly grammar; loanwords and compounds
+        # are what a reader looks for.
+        return len(word) > 1 and _CONTENT_SCRIPTS.search(word) is not None
+    return len(word) >= MIN_WORD_CHARS
+
+
+def _join(words: list[str]) -> str:
+    """Segmented words as the text writes them: a space only between two Latin words."""
+    joined = words[0]
+    for word in words[1:]:
+        space = joined[-1].isascii() and word[0].isascii()
+        joined += f" {word}" if space else word
+    return joined
+
+
+def _title_cased(words: list[str], stop: frozenset[str]) -> bool:
+    """A headline in title case: every longer content word capitalised."""
+    long = [w for w in words if len(w) > 3 and w.casefold() not in stop]
+    return len(long) >= 3 and all(w[:1].isupper() for w in long)
 
 
 def extract_keywords(text: str, language: str, count: int) -> list[str]:
-    """The `count` most relevant phrases, best first, each once whatever its case."""
+    """The `count` most salient words and phrases of the text, best first, each once
+    whatever its case, each as written in the text."""
     if count == 0:
         return []
-    sample = text[:KEYWORD_MAX_CHARS].translate(_TYPOGRAPHIC_APOSTROPHES)
-    try:
-        found = _keyword_extractor(language).get_n_best(sample, n=count)
-    except BaseException as error:
-        # yake-rust panics when its tokenizer's regex runs out of backtracking (1,500
-        # apostrophes in a row do it), and a panic is no Exception that the stage would
-        # turn into a reject: such a text gets no keywords.
-        if type(error).__name__ != "PanicException":
-            raise
-        return []
-    return [phrase for phrase, _score in found]
+    stop = yake_stopwords(language)
+    words: dict[str, list] = {}  # folded -> [count, first position, {form: count}]
+    phrases: dict[tuple[str, ...], list] = {}
+    position = 0
+    for line in text[:KEYWORD_MAX_CHARS].splitlines():
+        tokens = _TOKEN.findall(_segment(line, language))
+        titled = _title_cased([t for t in tokens if t[0].isalnum()], stop)
+        run: list[str] = []
+        for token in [*tokens, "."]:
+            token = _without_clitics(token)
+            if token[0].isalnum() and _is_content(token, stop, language):
+                entry = words.setdefault(token.casefold(), [0, position, {}])
+                entry[0] += 1
+                entry[2][token] = entry[2].get(token, 0) + 1
+                position += 1
+                run.append(token)
+                continue
+            position += 1
+            _count_phrases(run, phrases, titled, language)
+            run = []
+    ranked: list[tuple[float, str, tuple[str, ...]]] = []
+    weight = {
+        k: n / (1 + POSITION_WEIGHT * math.log(2 + first)) for k, (n, first, _) in words.items()
+    }
+    for folded, (_n, _first, forms) in words.items():
+        ranked.append((weight[folded], max(forms, key=forms.__getitem__), (folded,)))
+    for key, (n, is_name, forms) in phrases.items():
+        if n >= PHRASE_MIN_COUNT or is_name:
+            score = PHRASE_WEIGHT * max(weight[k] for k in key) * (1 + (n - 1) / len(key))
+            ranked.append((score, max(forms, key=forms.__getitem__), key))
+    ranked.sort(key=lambda r: (-r[0], -len(r[2])))
+    chosen: list[str] = []
+    covered: set[tuple[str, ...]] = set()
+    for _score, form, key in ranked:
+        if key in covered:
+            continue
+        chosen.append(form)
+        covered.update(key[i:j] for i in range(len(key)) for j in range(i + 1, len(key) + 1))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _count_phrases(
+    run: list[str], phrases: dict[tuple[str, ...], list], titled: bool, language: str
+) -> None:
+    """Count the run's phrases of 2 to PHRASE_MAX_WORDS words; a name is one all of whose
+    words are capitalised, outside a title-cased headline."""
+    for size in range(2, PHRASE_MAX_WORDS + 1):
+        for start in range(len(run) - size + 1):
+            part = run[start : start + size]
+            key = tuple(w.casefold() for w in part)
+            entry = phrases.setdefault(key, [0, False, {}])
+            entry[0] += 1
+            entry[1] = entry[1] or (not titled and all(w[:1].isupper() for w in part))
+            form = _join(part) if language in ("zh", "ja") else " ".join(part)
+            entry[2][form] = entry[2].get(form, 0) + 1
 
 
 @cache

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.batch import Batch, StagePool, run_stage
 from tasks.schema import Article, Entity, EntityLabel, as_utc
 from tasks.settings import Settings
+from tasks.stopwords import yake_stopwords
 
 # Bylines and datelines sit in the first few short paragraphs of scraped text.
 HEAD_PARAGRAPHS = 5
@@ -241,11 +242,9 @@ def _latin_name(name: str) -> bool:
 @cache
 def stopwords() -> frozenset[str]:
     """Folded function words of STOPWORD_LANGUAGES."""
-    folder = resources.files("yake") / "core" / "StopwordsList"
     words: set[str] = set()
     for language in STOPWORD_LANGUAGES:
-        text = (folder / f"stopwords_{language}.txt").read_text(encoding="utf-8")
-        words.update(_fold_all(text.split()))
+        words.update(_fold_all(w for line in yake_stopwords(language) for w in line.split()))
     return frozenset(words)
 
 

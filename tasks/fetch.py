@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from tasks.batch import Batch
+from tasks.s3 import S3Location
 from tasks.schema import (
     Article,
     ContentType,
@@ -36,7 +37,6 @@ from tasks.schema import (
     object_fingerprint,
 )
 from tasks.settings import Settings
-from tasks.storage import S3Location
 
 logger = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {

@@ -52,7 +52,7 @@ _EVIDENCE = regex.compile(r"[\p{L}\p{M}]+")
 _DENSE_SCRIPT = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]+")
 # A winner (or, for a confusable group, the group) with less posterior probability than
 # this, langdetect's and lingua's combined, is a guess: on single sentences, answers below
-# it were right 2 times in 6 (development) and 2 in 5 (confirmation), from it to 0.8 four
+# it are right 2 times in 6 (development) and 2 in 5 (confirmation), from it to 0.8 four
 # times in 10 and 5 in 12, from 0.8 to 0.99 17 in 24 and 20 in 28, above 99.4 %.
 MIN_CONFIDENCE = 0.6
 # The lake stores confidence as float32; rounding also hides lingua's last-bit
@@ -98,7 +98,7 @@ CONFUSABLE = (
 )
 _LINGUA_CODES = {"no": "nb"}
 # Above this posterior langdetect's answer stands alone; below it lingua is asked too. On
-# the development sentences 71 % are above it, and asking lingua there changed nothing.
+# the development sentences 71 % are above it, and asking lingua there changes no answer.
 SURE = 0.99
 # lingua's and langdetect's probabilities are multiplied; a language one of them gives 0
 # keeps this much, so the other can still outvote it when very sure.

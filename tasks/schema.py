@@ -89,6 +89,8 @@ class Reject:
     stage: str
     reason: str
     line_number: int | None = None
+    # True when a stage raised an exception instead of giving a verdict on the input.
+    stage_error: bool = False
 
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
@@ -128,36 +130,31 @@ REJECT_SCHEMA = pa.schema(
         ("line_number", pa.int32()),
         ("stage", pa.string()),
         ("reason", pa.string()),
+        ("stage_error", pa.bool_()),
         ("ingested_at", _UTC_MICROS),
         ("batch_id", pa.string()),
     ]
 )
 
-# One row per input object and commit: the ledger that makes runs exactly-once.
+# `ledger` table: one row per object version a batch writes, first as an intent (`done`
+# false, before the batch's data commits), then as done; the newest done row per key is
+# what the lake holds for that object now (tasks/lake/ledger.py).
 LEDGER_SCHEMA = pa.schema(
     [
-        ("object_fingerprint", pa.binary(16)),
+        ("object_fingerprint", pa.binary()),  # blake2b-128 of key and ETag
         ("object_key", pa.string()),
         ("object_etag", pa.string()),
         ("batch_id", pa.string()),
         ("committed_at", _UTC_MICROS),
         ("articles", pa.int32()),
         ("rejects", pa.int32()),
-        ("paths", pa.list_(pa.string())),
+        ("partitions", pa.list_(pa.string())),  # "source=<slug>/date=<YYYY-MM-DD>" of its articles
+        ("done", pa.bool_()),
     ]
 )
 
-# `_snapshot.parquet`: one row per data file a reader should read now (tasks/snapshot.py).
-SNAPSHOT_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),  # as readers open it: an absolute path or s3://bucket/key
-        ("dataset", pa.string()),  # "articles" or "rejects"
-        ("bytes", pa.int64()),
-    ]
-)
-
-# The Hive partitions of `articles/`: values in the path (`source=…/date=…`), not in files.
-PARTITION_SCHEMA = pa.schema([("source", pa.string()), ("date", pa.string())])
+# The Hive partitions of `articles`: values in the path (`source=…/date=…`), not in files.
+PARTITION_COLUMNS = ["source", "date"]
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -204,6 +201,7 @@ def rejects_table(rejects: list[Reject], *, batch_id: str, ingested_at: datetime
         "line_number": [r.line_number for r in rejects],
         "stage": [r.stage for r in rejects],
         "reason": [r.reason for r in rejects],
+        "stage_error": [r.stage_error for r in rejects],
         "ingested_at": [ingested_at] * len(rejects),
         "batch_id": [batch_id] * len(rejects),
     }

@@ -73,27 +73,30 @@ class Settings(BaseSettings):
     )
     keyword_count: int = Field(10, ge=0, description="Keywords kept per article.")
     words_per_minute: int = Field(230, ge=1, description="Reading speed for reading_minutes.")
-    lease_seconds: int = Field(
-        300,
-        ge=10,
-        description="A run's lease on the output expires this long after its last renewal.",
-    )
-    lease_wait_seconds: int = Field(
-        900, ge=0, description="How long a run waits for another run's lease before failing."
-    )
     s3_max_attempts: int = Field(8, ge=1, description="boto3 retry attempts (adaptive mode).")
     compact_target_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1,
-        description="Compaction merges a partition's files smaller than this into files of "
-        "about this size.",
+        description="Maintenance rewrites a partition whose files smaller than this number "
+        "two or more, into files of about this size.",
     )
-    retired_file_seconds: int = Field(
-        900,
+    vacuum_retention_hours: int = Field(
+        168,
         ge=0,
-        description="Files a compaction or a batch replaced stay this long after leaving "
-        "the snapshot, "
-        "so that reads begun from an older snapshot can finish; then they are deleted.",
+        description="Maintenance deletes data files that left a table more than this long "
+        "ago: a read or a time-travel query of an older version needs them until then.",
+    )
+    commit_attempts: int = Field(
+        10,
+        ge=1,
+        description="Tries of one Delta commit that keeps losing to concurrent commits to "
+        "the same partitions before the write fails (and its task retries).",
+    )
+    verbose: bool = Field(
+        False,
+        description="The stage workers let third-party libraries log at INFO, the "
+        "parsers' messages about each document included; otherwise parsers log only at "
+        "CRITICAL, network libraries at WARNING. `newsflow --verbose` sets it.",
     )
     task_runner_address: str | None = Field(
         None,
@@ -114,13 +117,13 @@ class DeploymentSettings(BaseSettings):
     input_uri: str = Field(description="s3://BUCKET/PREFIX holding the raw articles.")
     output_uri: str = Field(description="The lake root: s3://BUCKET/PREFIX or a local path.")
     sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
-    compact_cron: str = Field("30 3 * * *", description="When compaction runs (cron).")
+    maintain_cron: str = Field("30 3 * * *", description="When maintenance runs (cron).")
     timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")
     serve_limit: int = Field(
         2,
         ge=1,
         description="Flow runs `newsflow serve` runs at once, each a process of its own "
-        "(sweep, backfill, compaction, on-upload runs of `newsflow emit`); more wait, "
+        "(sweep, backfill, maintenance, on-upload runs of `newsflow emit`); more wait, "
         "scheduled, on the server.",
     )
     events_batch_objects: int = Field(

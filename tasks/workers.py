@@ -10,6 +10,10 @@ them, and a lock one of them held stays locked), so nothing here may start one: 
 OpenBLAS and pyarrow's jemalloc would start theirs at import unless told not to (the
 workers do no linear algebra), and lingua loads its models on the calling thread when
 asked a question, not on its thread pool. tests/tasks/test_workers.py checks it.
+
+The third-party loggers are quieted here as in the command line (`tasks/logs.py`):
+`NEWSFLOW_VERBOSE`, which `newsflow --verbose` sets, reaches the workers through the
+environment.
 """
 
 import os
@@ -18,6 +22,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
 
 from tasks import clean, enrich, extract, language  # noqa: F401  (loaded to be shared)
+from tasks.logs import quiet_library_loggers
+from tasks.settings import Settings
+
+quiet_library_loggers(Settings().verbose)
 
 extract.warm_up()
 language.warm_up()

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
 if TYPE_CHECKING:
-    from tasks.storage import OutputRoot
+    from tasks.lake import Lake
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 
@@ -39,23 +38,10 @@ os.environ.update(
 )
 
 
-def read_snapshot(
-    root: OutputRoot, dataset: str, columns: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """The rows of `dataset` a reader of the lake's snapshot sees, partition columns included."""
-    from tasks.snapshot import snapshot_paths
-
-    paths = [path.removeprefix("s3://") for path in snapshot_paths(root, dataset)]
-    if not paths:
-        return []
-    found = ds.dataset(
-        paths,
-        filesystem=root.filesystem,
-        format="parquet",
-        partitioning="hive",
-        partition_base_dir=root.path(dataset),
-    )
-    return found.to_table(columns=columns).to_pylist()
+def read_table(lake: Lake, table: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of one of the lake's Delta tables as a Delta reader (deltalake) sees them
+    now, partition columns included."""
+    return lake.table(table).to_pyarrow_table(columns=columns).to_pylist()
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ DEPLOYMENTS = (
     "ingest-articles/sweep",
     "ingest-articles/on-upload",
     "backfill-articles/backfill",
-    "compact-lake/daily",
+    "maintain-lake/daily",
 )
 
 

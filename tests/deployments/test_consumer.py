@@ -17,8 +17,8 @@ import pytest
 
 from deployments.consumer import Consumer, parse_message
 from deployments.events import MAX_KEYS_PER_EVENT, objects_created_events, parse_object_uri
+from tasks.s3 import S3Location
 from tasks.settings import DeploymentSettings
-from tasks.storage import S3Location
 from tests.deployments.conftest import (
     LISTEN_WORKERS,
     Stack,

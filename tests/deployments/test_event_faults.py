@@ -79,9 +79,8 @@ def event_path(s3: Any, tmp_path: Path) -> EventPath:
         "NEWSFLOW_INPUT_URI": f"s3://{bucket}/{INPUT_PREFIX}",
         "NEWSFLOW_OUTPUT_URI": str(tmp_path / "lake"),
         "NEWSFLOW_EVENTS_WAIT_SECONDS": "1",
-        # A dead consumer's messages and lease come back after seconds, not minutes.
+        # A dead consumer's messages come back after seconds, not minutes.
         "NEWSFLOW_EVENTS_VISIBILITY_SECONDS": "10",
-        "NEWSFLOW_LEASE_SECONDS": "10",
         "NEWSFLOW_EVENTS_RETRY_MAX_SECONDS": "4",
     }
     return EventPath(bucket, queue_url, tmp_path / "lake", env, tmp_path / "listen.log")
@@ -168,7 +167,7 @@ def test_the_prefect_api_down_for_a_while_then_back_loses_nothing(
 def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once(
     stack: Stack, s3: Any
 ) -> None:
-    """And a compaction asked for at the same time: three runs for `newsflow serve`, which
+    """And a maintenance asked for at the same time: three runs for `newsflow serve`, which
     runs at most `serve_limit` (2) of them at once, each a process."""
     earlier = upload(stack, s3, "storm-backfill", 4)
     wait_until(lambda: keys_in_lake(stack.output, earlier), 60, "the objects to backfill")
@@ -183,8 +182,8 @@ def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once
     watcher = threading.Thread(target=watch)
     watcher.start()
     with stack.client() as client:
-        compaction = client.create_flow_run_from_deployment(
-            client.read_deployment_by_name("compact-lake/daily").id
+        maintenance = client.create_flow_run_from_deployment(
+            client.read_deployment_by_name("maintain-lake/daily").id
         )
         sweep = client.create_flow_run_from_deployment(
             client.read_deployment_by_name("ingest-articles/sweep").id
@@ -200,14 +199,14 @@ def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once
 
     try:
         wait_until(lambda: keys_in_lake(stack.output, keys), 120, "the storm in the lake")
-        runs = wait_finished(stack, [sweep.id, backfill.id, compaction.id], 120)
+        runs = wait_finished(stack, [sweep.id, backfill.id, maintenance.id], 120)
     finally:
         watching.set()
         watcher.join()
-    sweep_run, backfill_run, compaction_run = runs
-    assert compaction_run.state.type == StateType.COMPLETED, compaction_run.state
-    # The three wait for each other's lease, so without the limit all three processes
-    # would be alive together.
+    sweep_run, backfill_run, maintenance_run = runs
+    assert maintenance_run.state.type == StateType.COMPLETED, maintenance_run.state
+    # Created together, the three are started by the runner's next poll: without the
+    # limit their three processes would be alive together.
     assert serve_processes[0] <= 1 + DeploymentSettings.model_fields["serve_limit"].default
     assert sweep_run.state.type == StateType.COMPLETED, sweep_run.state
     assert backfill_run.state.type == StateType.COMPLETED, backfill_run.state
@@ -220,7 +219,6 @@ def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once
     ), "the consumer's runs did not overlap the sweep or the backfill; the test proves nothing"
     assert not runs_of(stack, "ingest-articles/on-upload", since)
 
-    # Rows, not ledger entries: a compaction commits the objects it moves again.
     assert_each_input_once(stack.output)
     stormed = sorted(r["object_key"] for r in lake_rows(stack.output) if r["object_key"] in keys)
     assert stormed == sorted(keys)

@@ -21,9 +21,9 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tasks.lake import Lake
 from tasks.settings import Settings
-from tasks.storage import OutputRoot
-from tests.conftest import read_snapshot, running_prefect_server
+from tests.conftest import read_table, running_prefect_server
 from tests.deployments.conftest import wait_until
 
 POOL = "newsflow-test"
@@ -95,6 +95,6 @@ def test_deployed_to_a_process_pool_a_worker_runs_the_sweep(
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
 
-    root = OutputRoot.open(str(lake), Settings())
-    rows = read_snapshot(root, "articles", ["object_key", "source"])
+    opened = Lake.open(str(lake), Settings())
+    rows = read_table(opened, "articles", ["object_key", "source"])
     assert rows == [{"object_key": "in/wire/1.txt", "source": "wire"}]

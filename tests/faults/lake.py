@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-
 import tasks.snapshot
-from tasks.settings import Settings
 from tasks.storage import OutputRoot
+
+from tasks.settings import Settings
 
 Unit = tuple[str, int]  # (object_key, line_number or 0): one accounted piece of input
 

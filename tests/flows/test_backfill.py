@@ -1,4 +1,4 @@
-"""Which objects a backfill selects, from the ledger's current rows and their file paths."""
+"""Which objects a backfill selects, from the ledger's current rows and their partitions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tasks.schema import LEDGER_SCHEMA, object_fingerprint
 
 
 def ledger(*rows: tuple[str, str, int, list[str]]) -> pa.Table:
-    """(key, batch, day of commit, paths) per row."""
+    """(key, batch, day of commit, partitions) per row."""
     return pa.Table.from_pylist(
         [
             {
@@ -21,18 +21,18 @@ def ledger(*rows: tuple[str, str, int, list[str]]) -> pa.Table:
                 "object_etag": batch,
                 "batch_id": batch,
                 "committed_at": datetime(2026, 11, day, tzinfo=UTC),
-                "articles": len(paths),
+                "articles": len(partitions),
                 "rejects": 0,
-                "paths": paths,
+                "partitions": partitions,
             }
-            for key, batch, day, paths in rows
+            for key, batch, day, partitions in rows
         ],
         schema=LEDGER_SCHEMA,
     )
 
 
-def part(source: str, day: str, batch: str = "b1") -> str:
-    return f"articles/source={source}/date={day}/part-{batch}.parquet"
+def part(source: str, day: str) -> str:
+    return f"source={source}/date={day}"
 
 
 LEDGER = ledger(
@@ -44,9 +44,9 @@ LEDGER = ledger(
         "inbox/wire/feed.jsonl",
         "b2",
         2,
-        [part("ap", "2026-11-02", "b2"), part("afp", "2026-11-05", "b2")],
+        [part("ap", "2026-11-02"), part("afp", "2026-11-05")],
     ),
-    ("inbox/bbc/broken.bin", "b1", 1, ["rejects/part-b1.parquet"]),
+    ("inbox/bbc/broken.bin", "b1", 1, []),
 )
 
 

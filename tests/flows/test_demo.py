@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from flows.demo import find_seed_article, sample_objects
+from tasks.lake import Lake
 from tasks.settings import Settings
-from tasks.storage import OutputRoot
-from tests.conftest import read_snapshot
+from tests.conftest import read_table
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -39,10 +39,11 @@ def test_the_demo_writes_every_sample_once_and_its_second_run_finds_nothing_new(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     objects = sample_objects(find_seed_article())
-    root = OutputRoot.open(str(lake), Settings())
-    articles = read_snapshot(root, "articles", ["object_key"])
-    rejects = read_snapshot(root, "rejects", ["object_key"])
+    opened = Lake.open(str(lake), Settings())
+    articles = read_table(opened, "articles", ["object_key"])
+    rejects = read_table(opened, "rejects", ["object_key"])
     assert {row["object_key"] for row in articles + rejects} == set(objects)
     assert {row["object_key"] for row in rejects} >= {k for k in objects if "/broken/" in k}
     assert f"objects {len(objects)} listed, {len(objects)} new" in done.stdout
     assert "second run: 0 new objects, 0 articles written" in done.stdout
+    assert "DuckDB, over the Delta tables" in done.stdout and "harbour-times" in done.stdout

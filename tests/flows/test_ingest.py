@@ -7,19 +7,17 @@ import json
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
-import tasks.write as write_module
+import tasks.lake.lake as lake_module
 from flows.cli import main
 from flows.demo import sample_objects
-from flows.ingest import SUMMARY_FILES, RunSummary, ingest_articles
-from tasks.batch import Batch
+from flows.ingest import ingest_articles
+from tasks.lake import Lake
 from tasks.settings import Settings
-from tasks.snapshot import snapshot_paths
-from tasks.storage import OutputRoot
-from tasks.write import WriteReport
-from tests.conftest import SHARED, read_snapshot
+from tests.conftest import SHARED, read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -32,9 +30,9 @@ def upload(s3, bucket: str, objects: dict[str, bytes]) -> None:
 
 
 def lake_tables(output: Path) -> tuple[list[dict], list[dict]]:
-    """Articles and rejects as a reader of the lake's snapshot sees them."""
-    root = OutputRoot.open(str(output), Settings())
-    return read_snapshot(root, "articles"), read_snapshot(root, "rejects")
+    """Articles and rejects as a Delta reader sees them."""
+    lake = Lake.open(str(output), Settings())
+    return read_table(lake, "articles"), read_table(lake, "rejects")
 
 
 def accounted(output: Path) -> list[tuple[str, int | None]]:
@@ -92,7 +90,7 @@ def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
     assert all(r["reason"] and r["stage"] for r in rejects)
 
     written = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
-    assert written == {"articles", "rejects", "_ledger", "_snapshot.parquet"}, (
+    assert written == {"articles", "rejects", "ledger"}, (
         "something was written outside the lake layout"
     )
     assert not (tmp_path / "escape=1").exists()
@@ -102,10 +100,14 @@ def test_samples_end_to_end(s3, bucket: str, tmp_path: Path) -> None:
     }
     assert all(s.startswith("source=") and d.startswith("date=") for s, d in partitions)
 
+    # Delta-unaware readers of the Hive folders see the same rows on a fresh lake.
     count = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true)"
     ).fetchall()
     assert count == [(len(articles),)]
+    assert pl.scan_delta(str(output / "articles")).select(pl.len()).collect().item() == len(
+        articles
+    )
 
 
 def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) -> None:
@@ -113,12 +115,17 @@ def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) ->
     upload(s3, bucket, {f"in/s{n % 2}/{n}.txt": body.format(n=n).encode() for n in range(5)})
     output = tmp_path / "lake"
     first = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
-    files_after_first = sorted(p for p in output.rglob("*.parquet"))
+    versions_after_first = {
+        n: Lake.open(str(output), Settings()).table(n).version()
+        for n in ("articles", "rejects", "ledger")
+    }
     assert first["objects_new"] == 5
 
     again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
     assert (again["objects_listed"], again["objects_new"], again["articles"]) == (5, 0, 0)
-    assert sorted(p for p in output.rglob("*.parquet")) == files_after_first
+    assert {
+        n: Lake.open(str(output), Settings()).table(n).version() for n in versions_after_first
+    } == versions_after_first, "a run with nothing new committed"
 
     upload(
         s3,
@@ -138,7 +145,7 @@ def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) ->
         },
     )
     replaced = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
-    assert replaced["objects_new"] == 1
+    assert (replaced["objects_new"], replaced["objects_replaced"]) == (1, 1)
     articles, _ = lake_tables(output)
     texts = [a["text"] for a in articles if a["object_key"] == "in/s1/1.txt"]
     assert texts == [
@@ -147,12 +154,14 @@ def test_reruns_new_objects_and_replacements(s3, bucket: str, tmp_path: Path) ->
     assert len(articles) == 6 and len({a["article_id"] for a in articles}) == 6
 
 
-def test_run_killed_mid_publish_is_completed_by_the_rerun(
+def test_run_killed_between_data_and_ledger_commits_is_redone_once(
     s3,
     bucket: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The second batch's rows are committed, its ledger rows are not: the rerun processes
+    its objects again and replaces their rows instead of adding a copy."""
     upload(
         s3,
         bucket,
@@ -162,24 +171,25 @@ def test_run_killed_mid_publish_is_completed_by_the_rerun(
         },
     )
     output = tmp_path / "lake"
-    original = write_module.publish_batch
+    original = lake_module.delta.append_rows
     calls = {"n": 0}
 
-    def die_on_second_publish(*args, **kwargs):
-        calls["n"] += 1
+    def die_on_second_ledger_append(uri, rows, metadata, options):
+        calls["n"] += metadata.get("step") == "done"
         if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill between commit and publish")
-        return original(*args, **kwargs)
+            raise KeyboardInterrupt("simulated kill between the data and done commits")
+        return original(uri, rows, metadata, options)
 
     monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "3")
-    monkeypatch.setattr(write_module, "publish_batch", die_on_second_publish)
+    monkeypatch.setattr(lake_module.delta, "append_rows", die_on_second_ledger_append)
     with pytest.raises(BaseException):  # noqa: B017 - the "kill" surfaces as whatever Prefect raises
         ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
-    monkeypatch.setattr(write_module, "publish_batch", original)
-    (output / "_lease.json").unlink(missing_ok=True)  # a killed process cannot release it
+    monkeypatch.setattr(lake_module.delta, "append_rows", original)
+    assert calls["n"] == 2
+    assert len(accounted(output)) == 6, "the killed batch's rows were not committed"
 
     summary = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
-    assert summary["recovered_batches"] == 1
+    assert summary["objects_new"] == 4  # the killed batch's 3, and the one never written
     assert accounted(output) == sorted((f"in/s/{n}.txt", 0) for n in range(7))
 
 
@@ -206,18 +216,19 @@ def test_s3_output_and_keys_parameter(s3, arrow_s3, bucket: str, tmp_path: Path)
     rest = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=output)
     assert (rest["objects_listed"], rest["objects_new"]) == (2, 1)
 
-    table = ds.dataset(
+    globbed = ds.dataset(
         f"{bucket}/lake/articles", filesystem=arrow_s3, partitioning="hive"
     ).to_table()
-    assert sorted(table.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
-    snapshot = snapshot_paths(OutputRoot.open(output, Settings()))
-    assert all(path.startswith(f"s3://{bucket}/lake/articles/source=a/") for path in snapshot)
-    from_snapshot = ds.dataset(
-        [path.removeprefix("s3://") for path in snapshot], filesystem=arrow_s3
-    ).to_table()
-    assert from_snapshot.sort_by("object_key").equals(
-        table.drop_columns(["source", "date"]).sort_by("object_key")
+    assert sorted(globbed.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
+    lake = Lake.open(output, Settings())
+    assert all(
+        uri.startswith(f"s3://{bucket}/lake/articles/source=a/")
+        for uri in lake.table("articles").file_uris()
     )
+    from_delta = lake.table("articles").to_pyarrow_table()
+    assert sorted(from_delta.column("object_key").to_pylist()) == ["in/a/1.json", "in/a/2.txt.gz"]
+    from_polars = pl.read_delta(f"s3://{bucket}/lake/articles", storage_options=lake.options)
+    assert sorted(from_polars["object_key"].to_list()) == ["in/a/1.json", "in/a/2.txt.gz"]
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]
     assert not [o["Key"] for o in listed if o["Key"].endswith("/")], (
         "directory marker objects written"
@@ -261,7 +272,7 @@ def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
 
     from flows.ingest import RunSummary, new_object_batches
     from tasks.fetch import ObjectRef
-    from tasks.ledger import Ledger
+    from tasks.lake import Ledger
     from tasks.schema import LEDGER_SCHEMA
     from tasks.settings import Settings
 
@@ -301,12 +312,109 @@ def test_demo_finds_the_seed_beside_the_working_checkout(
     assert find_seed_article() == seed
 
 
-def test_the_summary_counts_every_file_but_names_only_the_first() -> None:
-    """The summary is the flow's return value: it must not grow with the run."""
-    summary = RunSummary(input="s3://in", output="/lake")
-    for number in range(SUMMARY_FILES):  # two files a batch: twice the names kept
-        files = [f"articles/part-{number}.parquet", f"rejects/part-{number}.parquet"]
-        summary.add(Batch(str(number), [], []), WriteReport(str(number), 1, 1, 0, files))
-    assert (summary.objects_written, summary.files_written) == (SUMMARY_FILES, 2 * SUMMARY_FILES)
-    assert len(summary.first_files) == SUMMARY_FILES
-    assert summary.first_files[:2] == ["articles/part-0.parquet", "rejects/part-0.parquet"]
+def test_a_stage_exception_is_counted_apart_from_verdicts(
+    s3,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stage that raises on legitimate text loses that article: the run says so, apart
+    from verdicts on the input, and the reject row is marked."""
+    import tasks.enrich as enrich_module
+    from flows.summary import print_summary
+
+    good = (
+        "Dock workers in Rotterdam ended their strike on Monday after a night of talks at the port."
+    )
+    upload(
+        s3,
+        bucket,
+        {
+            "in/s/ok.txt": good.encode(),
+            "in/s/bug.txt": ("Bug " + good).encode(),
+            "in/s/empty.txt": b"",
+        },
+    )
+    real = enrich_module.extract_keywords
+
+    def fails_on_bug(text: str, *args, **kwargs):
+        if "Bug" in text:
+            raise UnicodeDecodeError("utf-8", b"\xf0", 0, 1, "invalid start byte")
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(enrich_module, "extract_keywords", fails_on_bug)
+    output = tmp_path / "lake"
+    summary = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=str(output))
+    assert (summary["articles"], summary["rejects"]) == (1, 2)
+    assert summary["stage_errors"] == {"enrich": 1}
+    _, rejects = lake_tables(output)
+    assert {r["object_key"]: r["stage_error"] for r in rejects} == {
+        "in/s/bug.txt": True,
+        "in/s/empty.txt": False,
+    }
+    print_summary(summary)
+    assert "STAGE ERRORS 1" in capsys.readouterr().out
+
+
+def test_history_and_restore_undo_a_reprocess(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "Story {n} about the harbour strike in Rotterdam, with enough words to be kept as an article."
+    upload(s3, bucket, {f"in/s/{n}.txt": body.format(n=n).encode() for n in range(4)})
+    lake = str(tmp_path / "lake")
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", lake]) == 0
+    before, before_rejects = lake_tables(Path(lake))
+    version = Lake.open(lake, Settings()).table("articles").version()
+    assert main(["run", "--input", f"s3://{bucket}/in", "--output", lake, "--reprocess"]) == 0
+    reprocessed, _ = lake_tables(Path(lake))
+    assert {a["batch_id"] for a in reprocessed}.isdisjoint({a["batch_id"] for a in before})
+    capsys.readouterr()
+
+    assert main(["history", "--output", lake]) == 0
+    history = capsys.readouterr().out
+    assert "| reprocess |" in history and "| ingest |" in history
+
+    assert main(["restore", "--output", lake, "--version", str(version)]) == 0
+    assert "articles: restored to version" in capsys.readouterr().out
+    restored, restored_rejects = lake_tables(Path(lake))
+    key = lambda row: (row["object_key"], row["line_number"] or 0)  # noqa: E731
+    assert sorted(restored, key=key) == sorted(before, key=key)
+    assert restored_rejects == before_rejects
+    again = ingest_articles(input_uri=f"s3://{bucket}/in/", output_uri=lake)
+    assert again["objects_new"] == 0, "the restored ledger disagrees with the restored rows"
+
+
+def test_status_as_text_and_as_a_flow_artifact(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.status import lake_status_flow
+
+    objects = sample_objects(SHARED / "samples" / "seed-article.txt")
+    upload(s3, bucket, objects)
+    lake = str(tmp_path / "lake")
+    summary = ingest_articles(input_uri=f"s3://{bucket}/inbox", output_uri=lake)
+    assert main(["status", "--output", lake]) == 0
+    text = capsys.readouterr().out
+    for heading in (
+        "| articles |",
+        "## Last commits",
+        "## Articles per source",
+        "## Languages",
+        "## Rejects by reason",
+    ):
+        assert heading in text, heading
+    assert (
+        f"({summary['rejects']} rejects; {len(objects)} object versions committed in all)" in text
+    )
+    assert "| ingest |" in text
+
+    published = lake_status_flow(output_uri=lake)
+    assert published.splitlines()[1:] == text.rstrip("\n").splitlines()[1:]
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    assert any(
+        a.key == "lake-status" and "## Rejects by reason" in (a.data or "") for a in artifact
+    )

@@ -20,12 +20,15 @@ import pytest
 from tasks import extract, language
 from tasks.batch import (
     StagePool,
+    _apply,
     keep_stage_pool,
     stage_pool,
     start_workers_early,
     trim_heap_above,
 )
+from tasks.schema import Article, Reject, RejectedArticle
 from tasks.settings import Settings
+from tests.corpus import make_article
 
 
 def _warm_state(_: int) -> tuple[int, int, int]:
@@ -231,3 +234,22 @@ def test_the_heap_is_trimmed_only_above_the_limit() -> None:
     assert trim_heap_above(0)
     assert held - _rss_bytes() > 150 * mib
     del kept  # alive until here: the kept objects are what keep the holes apart
+
+
+def _stage(article: Article, settings: Settings) -> Article:
+    if article.raw == "verdict":
+        raise RejectedArticle("no article text")
+    if article.raw == "bug":
+        raise UnicodeDecodeError("utf-8", b"\xf0", 0, 1, "invalid continuation byte")
+    return article
+
+
+def test_an_exception_in_a_stage_is_marked_as_a_stage_error_and_a_verdict_is_not() -> None:
+    verdict, bug = (
+        _apply("enrich", _stage, Settings(), make_article(r)) for r in ("verdict", "bug")
+    )
+    assert isinstance(verdict, Reject) and not verdict.stage_error
+    assert verdict.reason == "no article text"
+    assert isinstance(bug, Reject) and bug.stage_error
+    assert bug.reason.startswith("enrich failed on this input: UnicodeDecodeError")
+    assert _apply("enrich", _stage, Settings(), make_article("fine")).raw == "fine"

@@ -19,6 +19,7 @@ from tasks.clean import (
     clean_scraped_text,
     cut_footer,
     dedupe_paragraphs,
+    drop_captions,
     drop_link_paragraphs,
     drop_page_header,
     drop_title_lines,
@@ -31,7 +32,13 @@ from tasks.extract import extract_article
 from tasks.language import detect_article_language
 from tasks.schema import Article, RejectedArticle
 from tasks.settings import Settings
-from tests.corpus import corpus_pages, make_article, processed_seed, seed_text
+from tests.corpus import (
+    corpus_pages,
+    language_sentences,
+    make_article,
+    processed_seed,
+    seed_text,
+)
 
 SEED_TITLE = (
     "The Governments of Russia and Cuba agree to fight against Western "
@@ -161,6 +168,84 @@ def test_menus_and_link_lists_around_the_prose_are_dropped() -> None:
     links = ["Most read", "Ten things to do", "Bridge reopens", "Local team wins"]
     text = "\n\n".join(menu + prose + links)
     assert clean_scraped_text(text)[0] == "\n\n".join(prose)
+
+
+@pytest.mark.parametrize("code", ["ja", "zh"])
+def test_menus_around_prose_without_spaces_are_dropped(code: str) -> None:
+    """Chinese and Japanese lines have no spaces to count words by, nor a Latin full stop."""
+    sentences = language_sentences(code)[:40]
+    prose = ["".join(sentences[i : i + 4]) for i in range(0, 40, 4)]
+    menu = ["Home", "World News Today", "Business and Markets", "Sport results"]
+    links = ["Most read", "Ten things to do this weekend", "Bridge reopens after repairs"]
+    text = "\n\n".join(menu + prose + links)
+    assert clean_scraped_text(text)[0] == normalise_text("\n\n".join(prose))
+
+
+def test_headline_standfirst_and_caption_above_the_byline_are_dropped() -> None:
+    """The byline and date line stay at the top, where the extract stage reads them."""
+    prose = [
+        "A storm hit the coast on Monday night, officials said, leaving thousands of homes "
+        "without power and closing the main road north of the city for most of the day.",
+        "Crews worked through the night to clear fallen trees from the roads and railway.",
+        "More rain is expected on Wednesday, forecasters said, though winds should ease "
+        "by the weekend across the region and the roads are expected to reopen on Friday.",
+    ]
+    head = [
+        "Storm hits the coast",
+        "Thousands are without power after the worst storm in a decade hit on Monday.",
+        "Fallen trees block the main road north of the city on Tuesday morning.",
+        "By Jane Doe",
+        "November 19, 2019, 9:02 AM",
+    ]
+    raw = "\n\n".join(["Home", "News", *head, *prose])
+    assert clean_scraped_text(raw)[0] == "\n\n".join(head[3:] + prose)
+    article = make_article(raw)
+    for stage in (clean_article, detect_article_language, extract_article):
+        article = stage(article, Settings())
+    assert article.author == "Jane Doe"
+    assert article.published_at is not None
+    assert article.published_at.date().isoformat() == "2019-11-19"
+
+
+def test_a_comment_thread_after_the_article_is_cut_however_long() -> None:
+    prose = [
+        f"Paragraph {i} of the article says what happened on Monday, who was there, and why "
+        "it matters to the people of the town and to the council."
+        for i in range(3)
+    ]
+    comment = (
+        "I think this is the right call, and I have said so for years at every meeting of "
+        "the council, though nobody listened to me then."
+    )
+    thread = ["[ 167 comments ]", "Top Rated Comments"] + [
+        line for i in range(8) for line in (f"user{i}", "2 days ago at 07:52 am", comment)
+    ]
+    assert clean_scraped_text("\n\n".join(["Home", *prose, *thread]))[0] == "\n\n".join(prose)
+
+
+def test_a_related_box_inside_the_article_does_not_end_it() -> None:
+    prose = [
+        f"Paragraph {i} of the article says what happened on Monday, who was there, and why "
+        "it matters to the people of the town and to the council."
+        for i in range(6)
+    ]
+    box = ["Related articles", "Council meets on Friday"]
+    text = "\n\n".join(["Home", *prose[:3], *box, *prose[3:]])
+    kept = clean_scraped_text(text)[0].split("\n\n")
+    assert [p for p in kept if p in prose] == prose
+
+
+def test_photo_captions_are_dropped() -> None:
+    body = [
+        "First paragraph.",
+        "Protesters marched on Monday (Image: GETTY )",
+        "Second paragraph.",
+        "Officials handed out masks to schoolchildren amid the smog.",
+        "Jane Roe/Hindustan Times/Getty Images",
+        "Third paragraph.",
+        "He did not win.Credit...Doug Mills/The New York Times",
+    ]
+    assert drop_captions(body) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
 
 
 def test_stated_title_wins_over_the_breadcrumb() -> None:
@@ -309,6 +394,7 @@ def test_newsletter_boxes_and_wire_credits_are_dropped_without_cutting() -> None
     body = [
         "First paragraph.",
         "Pick Six Newsletter",
+        "Get the day's big stories and fun stuff you love, delivered to your inbox.",
         "Second paragraph.",
         "Third paragraph.",
         "Reporting by Jane Doe; additional reporting by John Roe, Ann Poe and Bob Loe; "
@@ -363,7 +449,7 @@ def test_no_text_is_rejected_with_a_reason(name: str) -> None:
 
 def test_stated_title_at_the_start_of_the_body_keeps_the_body() -> None:
     """A first sentence that begins with the stated title's words is body, not a headline
-    (found by the fault suite: the whole text was dropped as an over-long title)."""
+    (taken for an over-long title, the whole text would be dropped)."""
     body = (
         "Story 2 version 1. The harbour strike in Rotterdam went on for a second week.\n\n"
         "Talks between the union and the terminal operators stalled again on Monday."

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from tasks.storage import S3Location
 
 from tasks.fetch import (
     ObjectRef,
@@ -21,7 +22,6 @@ from tasks.fetch import (
 )
 from tasks.schema import RejectedArticle
 from tasks.settings import Settings
-from tasks.storage import S3Location
 
 LOCATION = S3Location.parse("s3://bucket/inbox")
 MODIFIED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

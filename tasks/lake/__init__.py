@@ -1,0 +1,23 @@
+"""The lake: `articles`, `rejects` and `ledger` as Delta Lake tables under one output root.
+
+The flows use only what this module exports: open a lake, load its ledger (what is done),
+write a batch, maintain, migrate a lake of the pre-Delta format. The stages never import
+it, and nothing else imports `deltalake`.
+"""
+
+from tasks.lake.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake, WriteReport
+from tasks.lake.ledger import Ledger, current_versions
+from tasks.lake.maintain import MaintenanceReport, maintain
+
+__all__ = [
+    "ARTICLES",
+    "LEDGER",
+    "REJECTS",
+    "TABLES",
+    "Lake",
+    "Ledger",
+    "MaintenanceReport",
+    "WriteReport",
+    "current_versions",
+    "maintain",
+]
