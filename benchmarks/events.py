@@ -45,7 +45,6 @@ from typing import Any
 
 import httpx
 import psutil
-import pyarrow.dataset as ds
 
 from benchmarks.throughput import (
     CORPUS,
@@ -125,16 +124,17 @@ class Pages:
 
 
 def lake_rows(lake: Path) -> list[tuple[str, float]]:
-    """(object_key, ingested_at as a Unix time) of every article and reject row. Nothing
-    here is replaced or compacted, so the data files hold each row once."""
+    """(object_key, ingested_at as a Unix time) of every article and reject row a reader
+    of the lake sees now."""
+    from tasks.lake import ARTICLES, REJECTS, Lake
+    from tasks.settings import Settings
+
+    if not all((lake / name / "_delta_log").exists() for name in (ARTICLES, REJECTS)):
+        return []  # the consumer's first run creates the tables
+    opened = Lake.open(str(lake), Settings())
     rows = []
-    for dataset in ("articles", "rejects"):
-        folder = lake / dataset
-        if not folder.exists():
-            continue
-        table = ds.dataset(folder, format="parquet", partitioning="hive").to_table(
-            columns=["object_key", "ingested_at"]
-        )
+    for name in (ARTICLES, REJECTS):
+        table = opened.table(name).to_pyarrow_table(columns=["object_key", "ingested_at"])
         keys = table.column("object_key").to_pylist()
         times = [value.timestamp() for value in table.column("ingested_at").to_pylist()]
         rows += zip(keys, times, strict=True)
