@@ -1,13 +1,12 @@
 """The event path: S3 `ObjectCreated` notifications in an SQS queue, ingested in
 micro-batches by one long-running process (`newsflow listen`).
 
-When it is free, the consumer takes whatever is queued (up to `events_batch_objects`
-objects), runs one `ingest-articles` flow run in this process for those keys, with the
-stage workers kept warm from one micro-batch to the next, and deletes the messages only
-once the run has returned, that is once its objects are committed. What arrives while a
-micro-batch runs waits in the queue and becomes the next one, so the cost of a run is
-shared by more objects as the rate grows, and the queue, not the process, holds any
-backlog.
+The consumer takes whatever is queued (up to `events_batch_objects` objects), runs one
+`ingest-articles` flow run in this process for those keys, with the stage workers kept
+warm from one micro-batch to the next, and deletes the messages only once the run has
+returned, that is once its objects are committed. Meanwhile it receives the next
+micro-batch; what arrives after that waits in the queue. So the cost of a run is shared
+by more objects as the rate grows, and the queue, not the process, holds any backlog.
 
 While a micro-batch runs, its messages stay invisible to other consumers: their
 visibility timeout is renewed every third of `events_visibility_seconds`. If this
@@ -26,6 +25,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -118,33 +119,48 @@ class Consumer:
         self.ingest = ingest
         self.settings = settings
         self._stopping = threading.Event()
+        # Messages received and neither deleted nor let go: message id -> receipt handle.
+        self._held: dict[str, str] = {}
+        self._held_lock = threading.Lock()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def run(self) -> None:
         """Micro-batches until stopped; the one in progress finishes (or, while its run
-        keeps failing, its messages go back to the queue) first."""
+        keeps failing, its messages go back to the queue) first.
+
+        The next micro-batch is received while the current one runs, so the cores do not
+        wait for the receive calls (10 messages each) between runs; its messages are held
+        invisible with the current ones. At most two micro-batches are held at once.
+        """
         logger.info("consuming %s for %s", self.queue_url, self.location)
-        while not self._stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                # SQS unreachable: nothing was taken, or what was comes back by itself.
-                logger.exception("receiving failed; retrying in 5 s")
-                self._stopping.wait(5)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-receive") as receiver:
+            upcoming = receiver.submit(self._receive)
+            while not self._stopping.is_set():
+                try:
+                    messages = upcoming.result()
+                except Exception:
+                    # SQS unreachable: nothing was taken, or what was comes back by itself.
+                    logger.exception("receiving failed; retrying in 5 s")
+                    self._stopping.wait(5)
+                    upcoming = receiver.submit(self._receive)
+                    continue
+                upcoming = receiver.submit(self._receive)
+                self.handle(messages)
+            with suppress(Exception):  # unreachable: they come back after their timeout
+                self._change_visibility(self._parse(upcoming.result()), 0)
         logger.info("stopped")
 
     def run_once(self) -> int:
         """Receive one micro-batch, ingest it and delete its messages; the number of
         objects committed (0 if its run never succeeded before a stop)."""
-        messages = self._receive()
-        notifications = []
-        for message in messages:
-            try:
-                notifications.append(parse_message(message))
-            except ValueError as error:
-                logger.warning("left in the queue: %s", error)
+        return self.handle(self._receive())
+
+    def handle(self, messages: list[dict[str, Any]]) -> int:
+        """Ingest the objects the messages announce and delete the messages; the number
+        of objects committed (0 if their run never succeeded before a stop)."""
+        notifications = self._parse(messages)
         if not notifications:
             return 0
         keys = keys_to_ingest(notifications, self.location)
@@ -152,6 +168,21 @@ class Consumer:
             return 0
         self._delete(notifications)
         return len(keys)
+
+    def _parse(self, messages: list[dict[str, Any]]) -> list[Notification]:
+        notifications = []
+        for message in messages:
+            try:
+                notifications.append(parse_message(message))
+            except ValueError as error:
+                logger.warning("left in the queue: %s", error)
+                self._let_go([message["MessageId"]])
+        return notifications
+
+    def _let_go(self, message_ids: list[str]) -> None:
+        with self._held_lock:
+            for message_id in message_ids:
+                self._held.pop(message_id, None)
 
     def _receive(self) -> list[dict[str, Any]]:
         """Long-poll for a first message, then take what is queued, without waiting, up to
@@ -173,15 +204,16 @@ class Consumer:
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=self.settings.events_visibility_seconds,
         )
-        return list(response.get("Messages", []))
+        messages = list(response.get("Messages", []))
+        with self._held_lock:
+            self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in messages)
+        return messages
 
     def _ingest_holding(self, notifications: list[Notification], keys: list[str]) -> bool:
         """Run the micro-batch until it succeeds, its messages held invisible meanwhile;
         False if a stop came first (the messages are then handed back to the queue)."""
         done = threading.Event()
-        renewer = threading.Thread(
-            target=self._keep_invisible, args=(notifications, done), name="sqs-visibility"
-        )
+        renewer = threading.Thread(target=self._keep_invisible, args=(done,), name="sqs-visibility")
         renewer.start()
         started, attempt = time.monotonic(), 0
         try:
@@ -212,16 +244,25 @@ class Consumer:
         )
         return True
 
-    def _keep_invisible(self, notifications: list[Notification], done: threading.Event) -> None:
+    def _keep_invisible(self, done: threading.Event) -> None:
+        """Renew every held message (this micro-batch's and the next one's, received
+        meanwhile) every third of the visibility timeout until `done`."""
         while not done.wait(self.settings.events_visibility_seconds / 3):
+            with self._held_lock:
+                held = [Notification(i, handle) for i, handle in self._held.items()]
             try:
-                self._change_visibility(notifications, self.settings.events_visibility_seconds)
+                self._change_visibility(held, self.settings.events_visibility_seconds, keep=True)
             except Exception:
                 # SQS unreachable: the next renewal may reach it; if none does, another
                 # consumer may take the messages, and the lake still writes each once.
                 logger.exception("could not renew the messages' visibility")
 
-    def _change_visibility(self, notifications: list[Notification], seconds: int) -> None:
+    def _change_visibility(
+        self, notifications: list[Notification], seconds: int, *, keep: bool = False
+    ) -> None:
+        """Set the messages' visibility timeout; unless `keep`, they are let go."""
+        if not keep:
+            self._let_go([n.message_id for n in notifications])
         self._each_chunk(
             notifications,
             self.sqs.change_message_visibility_batch,
@@ -233,6 +274,7 @@ class Consumer:
         )
 
     def _delete(self, notifications: list[Notification]) -> None:
+        self._let_go([n.message_id for n in notifications])
         self._each_chunk(
             notifications,
             self.sqs.delete_message_batch,

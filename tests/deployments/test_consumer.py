@@ -161,6 +161,45 @@ def test_a_stop_while_the_run_keeps_failing_hands_the_messages_back(queue) -> No
     assert parse_message(message).objects == [("raw", "inbox/a.txt")]
 
 
+def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_back(
+    queue,
+) -> None:
+    sqs, url = queue
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", f"inbox/a{i}.txt"))
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def ingest(keys: list[str]) -> dict[str, Any]:
+        if not batches:  # more arrive while the first runs, and are taken meanwhile
+            for i in range(3):
+                sqs.send_message(
+                    QueueUrl=url, MessageBody=s3_notification("raw", f"inbox/b{i}.txt")
+                )
+            wait_until(lambda: visible(sqs, url) == 0, 20, "the next micro-batch received")
+        batches.append(sorted(keys))
+        if len(batches) == 2:
+            sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/c.txt"))
+            release.wait(20)
+        return {}
+
+    consumer = Consumer(sqs, url, INBOX, ingest, settings())
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        wait_until(lambda: len(batches) == 2, 30, "two micro-batches")
+        wait_until(lambda: visible(sqs, url) == 0, 20, "the third received while the second runs")
+        consumer.stop()
+    finally:
+        release.set()
+        running.join(timeout=30)
+    assert not running.is_alive()
+    assert batches == [[f"inbox/a{i}.txt" for i in range(3)], [f"inbox/b{i}.txt" for i in range(3)]]
+    # The second was deleted once done; the third, received but not begun when the stop
+    # came, is handed back at once.
+    assert queued_messages(sqs, url) == 1 and visible(sqs, url) == 1
+
+
 def test_emitted_events_name_the_keys_at_most_a_thousand_each() -> None:
     keys = [f"k/{i}.txt" for i in range(MAX_KEYS_PER_EVENT + 1)]
     events = objects_created_events("raw", keys + keys[:5])
