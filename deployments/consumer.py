@@ -185,10 +185,12 @@ class Consumer:
                 self._held.pop(message_id, None)
 
     def _receive(self) -> list[dict[str, Any]]:
-        """Long-poll for a first message, then take what is queued, without waiting, up to
-        `events_batch_objects` objects (one message announces one object, as S3 sends
-        them; SNS or hand-made messages may carry more)."""
+        """Long-poll until a first message comes (or a stop), then take what is queued,
+        without waiting, up to `events_batch_objects` objects (one message announces one
+        object, as S3 sends them; SNS or hand-made messages may carry more)."""
         messages = self._receive_call(self.settings.events_wait_seconds)
+        while not messages and not self._stopping.is_set():
+            messages = self._receive_call(self.settings.events_wait_seconds)
         while messages and len(messages) < self.settings.events_batch_objects:
             more = self._receive_call(0)
             if not more:

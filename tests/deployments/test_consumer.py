@@ -189,8 +189,8 @@ def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_bac
     try:
         wait_until(lambda: len(batches) == 2, 30, "two micro-batches")
         wait_until(lambda: visible(sqs, url) == 0, 20, "the third received while the second runs")
-        consumer.stop()
     finally:
+        consumer.stop()
         release.set()
         running.join(timeout=30)
     assert not running.is_alive()
