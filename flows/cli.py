@@ -124,6 +124,9 @@ def check_deployments(args: argparse.Namespace) -> None:
 
 def check_listen(args: argparse.Namespace) -> None:
     preflight.check_queue_url(args.queue)
+    preflight.load_settings()
+    settings = preflight.load_deployment_settings(args.input, args.output, None)
+    preflight.check_locations(settings.input_uri, settings.output_uri)
 
 
 def check_emit(args: argparse.Namespace) -> None:
@@ -139,7 +142,9 @@ def command_serve(args: argparse.Namespace) -> int:
 
     from deployments.definitions import build_deployments
 
-    serve(*build_deployments(_deployment_settings(args)))
+    settings = _deployment_settings(args)
+    # prefect.serve() runs any number of runs at once unless given a limit.
+    serve(*build_deployments(settings), limit=settings.serve_limit)
     return 0
 
 
@@ -154,23 +159,41 @@ def command_deploy(args: argparse.Namespace) -> int:
 
 
 def command_listen(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from tasks.batch import share_one_heap
+
+    share_one_heap()  # first, while this process has no other thread (see its docstring)
     import logging
 
     import boto3
 
-    from deployments.bridge import Bridge, stop_on_signals
+    from deployments.consumer import Consumer, ingest_in_this_process, run_until_signalled
+    from tasks.batch import keep_stage_pool
+    from tasks.s3 import S3Location
+    from tasks.settings import DeploymentSettings, Settings
 
+    overrides = {
+        "input_uri": args.input,
+        "output_uri": args.output,
+        "events_wait_seconds": args.wait,
+    }
+    settings = DeploymentSettings(**{k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    bridge = Bridge(boto3.client("sqs"), args.queue, wait_seconds=args.wait)
-    stop_on_signals(bridge)
-    bridge.run()
+    consumer = Consumer(
+        boto3.client("sqs"),
+        args.queue,
+        S3Location.parse(settings.input_uri),
+        ingest_in_this_process(settings),
+        settings,
+    )
+    with keep_stage_pool(Settings()):
+        run_until_signalled(consumer)
     return 0
 
 
 def command_emit(args: argparse.Namespace) -> int:
-    from deployments.bridge import post_events
-    from deployments.events import objects_created_events, parse_object_uri
+    from deployments.events import objects_created_events, parse_object_uri, post_events
 
     keys: dict[str, list[str]] = {}
     for bucket, key in map(parse_object_uri, args.uri):
@@ -360,12 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--pool", required=True, help="a process work pool with a worker")
 
     listen = add(
-        "listen", "forward S3 notifications from SQS to Prefect", command_listen, check_listen
+        "listen",
+        "ingest the objects S3 notifications in an SQS queue announce",
+        command_listen,
+        check_listen,
     )
     listen.add_argument("--queue", required=True, help="SQS queue URL")
-    listen.add_argument("--wait", type=int, default=10, help="long-poll seconds (max 20)")
+    listen.add_argument("--input", help="s3://BUCKET/PREFIX (default: NEWSFLOW_INPUT_URI)")
+    listen.add_argument("--output", help="lake root (default: NEWSFLOW_OUTPUT_URI)")
+    listen.add_argument(
+        "--wait", type=int, help="long-poll seconds, 1-20 (default: NEWSFLOW_EVENTS_WAIT_SECONDS)"
+    )
 
-    emit = add("emit", "announce uploaded objects, as the bridge does", command_emit, check_emit)
+    emit = add("emit", "start an on-upload run for uploaded objects", command_emit, check_emit)
     emit.add_argument("uri", nargs="+", help="s3://BUCKET/KEY of an uploaded object")
 
     backfill = add(

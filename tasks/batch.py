@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import cache, partial
 from itertools import count
@@ -22,6 +23,9 @@ from tasks.settings import Settings
 StageFunction = Callable[[Article, Settings], Article]
 T = TypeVar("T")
 R = TypeVar("R")
+# Batches whose order a pool remembers: far more than are ever in flight at once, and a
+# kept pool (`keep_stage_pool`) meets a new batch per micro-batch for as long as it lives.
+_REMEMBERED_BATCHES = 256
 
 
 class Batch:
@@ -154,11 +158,13 @@ class StagePool:
 
     The workers are forked from a server process that has loaded everything they need
     once (`tasks/workers.py`). Starting them waits for that load (seconds), so it happens
-    in the background: the first `map` waits for it, not the constructor.
+    in the background: the first `map` waits for it, not the constructor. A worker that
+    died (killed, out of memory) breaks the pool: `broken` tells a keeper to replace it.
     """
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
+        self.broken = False
         starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-pool-start")
         self._executor = starter.submit(_start_workers, workers)
         starter.shutdown(wait=False)
@@ -169,6 +175,7 @@ class StagePool:
         self._waiting: list[tuple[int, int]] = []  # a heap of (batch order, arrival)
         self._arrivals = count()
         self._batch_order: dict[str, int] = {}
+        self._orders = count()
         self._turn = threading.Condition()
 
     def map(self, batch_id: str, function: Callable[[T], R], items: list[T]) -> list[R]:
@@ -177,18 +184,26 @@ class StagePool:
         executor = self._executor.result()
         size = max(1, len(items) // (self._workers * 4))
         with self._turn:
-            order = self._batch_order.setdefault(batch_id, len(self._batch_order))
-        futures = []
-        for start in range(0, len(items), size):
-            self._wait_for_turn(order)
-            try:
-                future = executor.submit(_apply_chunk, function, items[start : start + size])
-            except BaseException:  # a broken pool: give the slot back, or the others hang
-                self._release()
-                raise
-            future.add_done_callback(self._release)
-            futures.append(future)
-        return [result for future in futures for result in future.result()]
+            order = self._batch_order.get(batch_id)
+            if order is None:
+                order = self._batch_order[batch_id] = next(self._orders)
+                if len(self._batch_order) > _REMEMBERED_BATCHES:
+                    del self._batch_order[next(iter(self._batch_order))]  # the oldest
+        try:
+            futures = []
+            for start in range(0, len(items), size):
+                self._wait_for_turn(order)
+                try:
+                    future = executor.submit(_apply_chunk, function, items[start : start + size])
+                except BaseException:  # a broken pool: give the slot back, or the others hang
+                    self._release()
+                    raise
+                future.add_done_callback(self._release)
+                futures.append(future)
+            return [result for future in futures for result in future.result()]
+        except BrokenProcessPool:
+            self.broken = True
+            raise
 
     def close(self) -> None:
         if self._executor.exception() is None:  # a failed start was raised by `map`
@@ -239,6 +254,8 @@ _WORKER_PRELOAD = "tasks.workers"
 
 # Pools started by `start_workers_early`, by worker count, for `stage_pool` to adopt.
 _early_pools: dict[int, StagePool] = {}
+# Pools `keep_stage_pool` keeps for every run of this process, by worker count.
+_kept_pools: dict[int, StagePool] = {}
 
 
 def _start_workers(workers: int) -> ProcessPoolExecutor:
@@ -267,12 +284,28 @@ def start_workers_early(settings: Settings) -> None:
     adopt: they load while Prefect starts (an ephemeral server takes 10-20 s) and creates
     the run, rather than after. The command line does this; a deployment's run starts its
     workers itself."""
-    if (
-        settings.workers > 1
-        and settings.task_runner_address is None
-        and settings.workers not in _early_pools
-    ):
+    if _pool_wanted(settings) and settings.workers not in _early_pools:
         _early_pools[settings.workers] = StagePool(settings.workers)
+
+
+def _pool_wanted(settings: Settings) -> bool:
+    return settings.workers > 1 and settings.task_runner_address is None
+
+
+@contextmanager
+def keep_stage_pool(settings: Settings) -> Iterator[None]:
+    """Stage workers that every ingest run of this process uses until the block ends,
+    instead of each run starting and stopping its own (~3 s of CPU, ~2 s before its first
+    article): the event consumer runs one ingest per micro-batch, seconds apart. A pool
+    a dead worker broke is replaced by the next run that asks for it."""
+    if not _pool_wanted(settings) or settings.workers in _kept_pools:
+        yield
+        return
+    _kept_pools[settings.workers] = StagePool(settings.workers)
+    try:
+        yield
+    finally:
+        _kept_pools.pop(settings.workers).close()
 
 
 @contextmanager
@@ -285,8 +318,15 @@ def stage_pool(
     `enabled=False` (a Dask cluster supplies the processes) or one worker runs stages in
     the calling process; so does a run of `few_objects`, unless its workers were started
     early: starting them costs ~3 s of CPU and ~2 s before the first article, more than
-    they save on a few objects.
+    they save on a few objects. A pool `keep_stage_pool` keeps serves every run, whatever
+    its size, and outlives it.
     """
+    if enabled and (kept := _kept_pools.get(settings.workers)) is not None:
+        if kept.broken:
+            kept.close()
+            kept = _kept_pools[settings.workers] = StagePool(settings.workers)
+        yield kept
+        return
     pool = _early_pools.pop(settings.workers, None) if enabled else None
     if pool is None and enabled and settings.workers > 1 and not few_objects:
         pool = StagePool(settings.workers)

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
 
 
 class DeploymentSettings(BaseSettings):
-    """Where the deployed flows read and write, and when the sweep runs (NEWSFLOW_*).
+    """Where the deployed flows read and write, when the sweep runs, and the limits of
+    `newsflow serve` and of the event consumer, `newsflow listen` (NEWSFLOW_*).
 
     Apart from `Settings` because a run needs none of it and a deployment cannot do
     without the two URIs.
@@ -118,3 +119,34 @@ class DeploymentSettings(BaseSettings):
     sweep_cron: str = Field("*/15 * * * *", description="When the sweep runs (cron).")
     maintain_cron: str = Field("30 3 * * *", description="When maintenance runs (cron).")
     timezone: str = Field("UTC", description="Time zone the sweep's cron is read in.")
+    serve_limit: int = Field(
+        2,
+        ge=1,
+        description="Flow runs `newsflow serve` runs at once, each a process of its own "
+        "(sweep, backfill, maintenance, on-upload runs of `newsflow emit`); more wait, "
+        "scheduled, on the server.",
+    )
+    events_batch_objects: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Most objects the event consumer takes into one micro-batch (one "
+        "ingest run); it takes whatever is queued, up to this, when it is free.",
+    )
+    events_wait_seconds: int = Field(
+        10, ge=1, le=20, description="SQS long-poll of the event consumer when it is idle."
+    )
+    events_visibility_seconds: int = Field(
+        120,
+        ge=6,
+        le=43_200,
+        description="How long the consumer's messages stay invisible to others: set at "
+        "receipt and renewed every third of it while their micro-batch runs, so only a "
+        "consumer that died lets them come back, this long after its last renewal.",
+    )
+    events_retry_max_seconds: int = Field(
+        30,
+        ge=1,
+        description="A micro-batch whose run failed (Prefect API or S3 unreachable) is "
+        "retried, its messages still held, after 1 s, 2 s, 4 s… up to this.",
+    )

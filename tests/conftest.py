@@ -114,19 +114,19 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @contextmanager
-def running_prefect_server(home: Path) -> Iterator[str]:
-    """A real `prefect server` process on 127.0.0.1 with its database in `home`; yields
-    its API URL."""
+def running_prefect_server(home: Path, port: int | None = None) -> Iterator[str]:
+    """A real `prefect server` process on 127.0.0.1 (on `port`, else a free one) with its
+    database in `home`; yields its API URL."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     environment = {
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
     }
-    log = (home / "server.log").open("wb")
+    log = (home / "server.log").open("ab")
     server = subprocess.Popen(
         [
             sys.executable,

@@ -1,6 +1,7 @@
 """The deployed stack, started once per session: `newsflow serve` and `newsflow listen`
-as real processes against the real `prefect server`, reading a moto S3 bucket whose
-ObjectCreated notifications (for `inbox/`) go to an SQS queue on the same moto server.
+(the event consumer) as real processes against the real `prefect server`, reading a moto
+S3 bucket whose ObjectCreated notifications (for `inbox/`) go to an SQS queue on the same
+moto server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
@@ -23,6 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 INPUT_PREFIX = "inbox/"
 TEST_CRON = "0 5 1 1 *"  # far from any test run: sweeps here are started by hand
+LISTEN_WORKERS = 2
 DEPLOYMENTS = (
     "ingest-articles/sweep",
     "ingest-articles/on-upload",
@@ -39,6 +42,8 @@ class Stack:
     output: Path
     env: dict[str, str]
     logs: Path
+    serve_pid: int
+    listen_pid: int
 
     @property
     def input_uri(self) -> str:
@@ -65,10 +70,11 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
         time.sleep(every)
 
 
-def _notifying_bucket(s3: Any, sqs: Any) -> tuple[str, str]:
-    bucket = "newsflow-deployed"
+def notifying_bucket(s3: Any, sqs: Any, bucket: str) -> tuple[str, str]:
+    """A bucket whose uploads under INPUT_PREFIX are announced in a queue of their own;
+    (bucket, queue URL)."""
     s3.create_bucket(Bucket=bucket)
-    queue_url = sqs.create_queue(QueueName="newsflow-uploads")["QueueUrl"]
+    queue_url = sqs.create_queue(QueueName=f"{bucket}-uploads")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
@@ -85,8 +91,27 @@ def _notifying_bucket(s3: Any, sqs: Any) -> tuple[str, str]:
     return bucket, queue_url
 
 
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as handle:
+def queued_messages(sqs: Any, queue_url: str) -> int:
+    """Messages in the queue, visible or held by a consumer (approximate, exact on moto)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def processes_of(pid: int) -> int:
+    """The process and its descendants."""
+    try:
+        return 1 + len(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def start_newsflow(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "flows.cli", *command],
             env=env,
@@ -95,7 +120,7 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
+def stop_process(process: subprocess.Popen[bytes]) -> int:
     """SIGTERM, then the exit code; -9 if it had to be killed."""
     process.terminate()
     try:
@@ -111,7 +136,9 @@ def stack(
     s3_endpoint: str, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("deployed")
-    bucket, queue_url = _notifying_bucket(boto3.client("s3"), boto3.client("sqs"))
+    bucket, queue_url = notifying_bucket(
+        boto3.client("s3"), boto3.client("sqs"), "newsflow-deployed"
+    )
     env = {
         **os.environ,
         "AWS_ENDPOINT_URL": s3_endpoint,
@@ -124,9 +151,16 @@ def stack(
         "NEWSFLOW_OUTPUT_URI": str(root / "lake"),
         "NEWSFLOW_SWEEP_CRON": TEST_CRON,
     }
-    stack = Stack(prefect_server, bucket, queue_url, root / "lake", env, root)
-    server = _start(["serve"], env, root / "serve.log")
-    bridge = _start(["listen", "--queue", queue_url, "--wait", "1"], env, root / "listen.log")
+    server = start_newsflow(["serve"], env, root / "serve.log")
+    # The consumer with a pool of stage workers kept warm, as in production.
+    listen = start_newsflow(
+        ["listen", "--queue", queue_url, "--wait", "1"],
+        {**env, "NEWSFLOW_WORKERS": str(LISTEN_WORKERS)},
+        root / "listen.log",
+    )
+    stack = Stack(
+        prefect_server, bucket, queue_url, root / "lake", env, root, server.pid, listen.pid
+    )
     try:
 
         def served() -> bool:
@@ -141,8 +175,8 @@ def stack(
         wait_until(served, 60, f"the served deployments (see {root / 'serve.log'})")
         yield stack
     finally:
-        bridge_exit = _stop(bridge)
-        _stop(server)
-    assert bridge_exit == 0, (
+        listen_exit = stop_process(listen)
+        stop_process(server)
+    assert listen_exit == 0, (
         f"`newsflow listen` did not stop cleanly on SIGTERM: {root / 'listen.log'}"
     )

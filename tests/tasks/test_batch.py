@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from tasks import extract, language
-from tasks.batch import StagePool, _apply, stage_pool, start_workers_early, trim_heap_above
+from tasks.batch import (
+    StagePool,
+    _apply,
+    keep_stage_pool,
+    stage_pool,
+    start_workers_early,
+    trim_heap_above,
+)
 from tasks.schema import Article, Reject, RejectedArticle
 from tasks.settings import Settings
 from tests.corpus import make_article
@@ -136,6 +143,24 @@ def test_a_worker_that_dies_fails_every_later_stage_instead_of_hanging_it() -> N
     pool.close()
     assert not running.is_alive()
     assert len(failures) == 4
+
+
+def test_a_kept_pool_serves_every_run_and_one_a_dead_worker_broke_is_replaced() -> None:
+    settings = Settings(workers=2)
+    with keep_stage_pool(settings):
+        with stage_pool(settings, few_objects=True) as first:
+            assert first is not None  # few objects or not: the workers are already there
+            pids = {pid for pid, *_ in first.map("run-1", _warm_state, list(range(40)))}
+        with stage_pool(settings) as second:
+            assert second is first, "the next run got other workers"
+            assert {pid for pid, *_ in second.map("run-2", _warm_state, list(range(40)))} <= pids
+            with pytest.raises(BrokenProcessPool):
+                second.map("run-2", _die, list(range(4)))
+        with stage_pool(settings) as third:
+            assert third is not first and third is not None
+            assert not {pid for pid, *_ in third.map("run-3", _warm_state, list(range(40)))} & pids
+    with stage_pool(settings, few_objects=True) as after:
+        assert after is None, "the kept pool outlived its block"
 
 
 glibc_only = pytest.mark.skipif(

@@ -1,0 +1,335 @@
+"""The event path: S3 `ObjectCreated` notifications in an SQS queue, ingested in
+micro-batches by one long-running process (`newsflow listen`).
+
+The consumer takes whatever is queued (up to `events_batch_objects` objects), runs one
+`ingest-articles` flow run in this process for those keys, with the stage workers kept
+warm from one micro-batch to the next, and deletes the messages only once the run has
+returned, that is once its objects are committed. Meanwhile it receives the next
+micro-batch; what arrives after that waits in the queue. So the cost of a run is shared
+by more objects as the rate grows, and the queue, not the process, holds any backlog.
+
+While a micro-batch runs, its messages stay invisible to other consumers: their
+visibility timeout is renewed every third of `events_visibility_seconds`. If this
+process dies, they come back that long after the last renewal, and the run that takes
+them again finds what was committed in the lake: each object is written once. A run that
+fails (the Prefect API or S3 unreachable; bad input never fails a run, it becomes a
+reject) is retried with the same messages, after 1 s, 2 s, 4 s… up to
+`events_retry_max_seconds`, until it succeeds; no new message is received meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+from urllib.parse import unquote_plus
+
+from tasks.s3 import S3Location
+from tasks.settings import DeploymentSettings
+
+logger = logging.getLogger("newsflow.consumer")
+
+# Processes the keys of one micro-batch; returns once they are committed.
+Ingest = Callable[[list[str]], dict[str, Any]]
+_SQS_BATCH = 10  # SQS returns, deletes and changes the visibility of at most 10 per call
+
+
+@dataclass(slots=True)
+class Notification:
+    """What one SQS message said: created objects as (bucket, key); none for a test event."""
+
+    message_id: str
+    receipt_handle: str
+    objects: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_message(message: dict[str, Any]) -> Notification:
+    """Read an S3 event notification, sent directly or wrapped by SNS, or an EventBridge
+    `Object Created` event from S3 (a rule whose target is the queue).
+
+    S3's own notifications URL-encode keys (`a+b%C3%A8.html`); EventBridge's events carry
+    them as they are (a captured `Object Created` event shows `:` unencoded).
+
+    Raises ValueError for a body that is not an S3 notification at all: such a message
+    stays in the queue (for its dead-letter queue) rather than being silently deleted.
+    """
+    notification = Notification(message["MessageId"], message["ReceiptHandle"])
+    try:
+        body = json.loads(message["Body"])
+        if body.get("Type") == "Notification" and "Message" in body:
+            body = json.loads(body["Message"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"message {notification.message_id} is not JSON: {error}") from None
+    if body.get("Event") == "s3:TestEvent":
+        return notification
+    if body.get("source") == "aws.s3" and "detail" in body:
+        if body.get("detail-type") == "Object Created":
+            detail = body["detail"]
+            notification.objects.append((detail["bucket"]["name"], detail["object"]["key"]))
+        return notification
+    if "Records" not in body:
+        raise ValueError(f"message {notification.message_id} has no S3 Records")
+    for record in body["Records"]:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+            continue
+        notification.objects.append(
+            (record["s3"]["bucket"]["name"], unquote_plus(record["s3"]["object"]["key"]))
+        )
+    return notification
+
+
+def keys_to_ingest(notifications: list[Notification], location: S3Location) -> list[str]:
+    """The keys under the input prefix, each once, in the order they were announced.
+
+    Objects elsewhere (another bucket, the lake's own writes when the notification has no
+    prefix filter) are not the event path's: their messages are deleted with the rest.
+    """
+    keys: dict[str, None] = {}
+    for notification in notifications:
+        for bucket, key in notification.objects:
+            if bucket == location.bucket and key.startswith(location.prefix):
+                keys[key] = None
+            else:
+                logger.warning("not under %s, ignored: s3://%s/%s", location, bucket, key)
+    return list(keys)
+
+
+class Consumer:
+    """Ingests the objects announced in one queue, a micro-batch at a time, until `stop()`."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        location: S3Location,
+        ingest: Ingest,
+        settings: DeploymentSettings,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.location = location
+        self.ingest = ingest
+        self.settings = settings
+        self._stopping = threading.Event()
+        # Messages received and neither deleted nor let go: message id -> receipt handle.
+        self._held: dict[str, str] = {}
+        self._held_lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Micro-batches until stopped; the one in progress finishes (or, while its run
+        keeps failing, its messages go back to the queue) first.
+
+        The next micro-batch is received while the current one runs, so the cores do not
+        wait for the receive calls (10 messages each) between runs; its messages are held
+        invisible with the current ones. At most two micro-batches are held at once.
+        """
+        logger.info("consuming %s for %s", self.queue_url, self.location)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-receive") as receiver:
+            upcoming = receiver.submit(self._receive)
+            while not self._stopping.is_set():
+                try:
+                    messages = upcoming.result()
+                except Exception:
+                    # SQS unreachable: nothing was taken, or what was comes back by itself.
+                    logger.exception("receiving failed; retrying in 5 s")
+                    self._stopping.wait(5)
+                    upcoming = receiver.submit(self._receive)
+                    continue
+                upcoming = receiver.submit(self._receive)
+                self.handle(messages)
+            with suppress(Exception):  # unreachable: they come back after their timeout
+                self._change_visibility(self._parse(upcoming.result()), 0)
+        logger.info("stopped")
+
+    def run_once(self) -> int:
+        """Receive one micro-batch, ingest it and delete its messages; the number of
+        objects committed (0 if its run never succeeded before a stop)."""
+        return self.handle(self._receive())
+
+    def handle(self, messages: list[dict[str, Any]]) -> int:
+        """Ingest the objects the messages announce and delete the messages; the number
+        of objects committed (0 if their run never succeeded before a stop)."""
+        notifications = self._parse(messages)
+        if not notifications:
+            return 0
+        keys = keys_to_ingest(notifications, self.location)
+        if keys and not self._ingest_holding(notifications, keys):
+            return 0
+        self._delete(notifications)
+        return len(keys)
+
+    def _parse(self, messages: list[dict[str, Any]]) -> list[Notification]:
+        notifications = []
+        for message in messages:
+            try:
+                notifications.append(parse_message(message))
+            except ValueError as error:
+                logger.warning("left in the queue: %s", error)
+                self._let_go([message["MessageId"]])
+        return notifications
+
+    def _let_go(self, message_ids: list[str]) -> None:
+        with self._held_lock:
+            for message_id in message_ids:
+                self._held.pop(message_id, None)
+
+    def _receive(self) -> list[dict[str, Any]]:
+        """Long-poll until a first message comes (or a stop), then take what is queued,
+        without waiting, up to `events_batch_objects` objects (one message announces one
+        object, as S3 sends them; SNS or hand-made messages may carry more)."""
+        messages = self._receive_call(self.settings.events_wait_seconds)
+        while not messages and not self._stopping.is_set():
+            messages = self._receive_call(self.settings.events_wait_seconds)
+        while messages and len(messages) < self.settings.events_batch_objects:
+            more = self._receive_call(0)
+            if not more:
+                break
+            messages += more
+        return messages
+
+    def _receive_call(self, wait_seconds: int) -> list[dict[str, Any]]:
+        wanted = min(_SQS_BATCH, self.settings.events_batch_objects)
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=wanted,
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=self.settings.events_visibility_seconds,
+        )
+        messages = list(response.get("Messages", []))
+        with self._held_lock:
+            self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in messages)
+        return messages
+
+    def _ingest_holding(self, notifications: list[Notification], keys: list[str]) -> bool:
+        """Run the micro-batch until it succeeds, its messages held invisible meanwhile;
+        False if a stop came first (the messages are then handed back to the queue)."""
+        done = threading.Event()
+        renewer = threading.Thread(target=self._keep_invisible, args=(done,), name="sqs-visibility")
+        renewer.start()
+        started, attempt = time.monotonic(), 0
+        try:
+            while True:
+                try:
+                    summary = self.ingest(keys)
+                    break
+                except Exception:
+                    delay = min(2**attempt, self.settings.events_retry_max_seconds)
+                    logger.exception(
+                        "micro-batch of %d objects failed; retrying in %d s", len(keys), delay
+                    )
+                    attempt += 1
+                    if self._stopping.wait(delay):
+                        self._change_visibility(notifications, 0)
+                        return False
+        finally:
+            done.set()
+            renewer.join()
+        logger.info(
+            "%d messages, %d objects: %d new -> %d articles, %d rejects in %.1f s",
+            len(notifications),
+            len(keys),
+            summary.get("objects_new", 0),
+            summary.get("articles", 0),
+            summary.get("rejects", 0),
+            time.monotonic() - started,
+        )
+        return True
+
+    def _keep_invisible(self, done: threading.Event) -> None:
+        """Renew every held message (this micro-batch's and the next one's, received
+        meanwhile) every third of the visibility timeout until `done`."""
+        while not done.wait(self.settings.events_visibility_seconds / 3):
+            with self._held_lock:
+                held = [Notification(i, handle) for i, handle in self._held.items()]
+            try:
+                self._change_visibility(held, self.settings.events_visibility_seconds, keep=True)
+            except Exception:
+                # SQS unreachable: the next renewal may reach it; if none does, another
+                # consumer may take the messages, and the lake still writes each once.
+                logger.exception("could not renew the messages' visibility")
+
+    def _change_visibility(
+        self, notifications: list[Notification], seconds: int, *, keep: bool = False
+    ) -> None:
+        """Set the messages' visibility timeout; unless `keep`, they are let go."""
+        if not keep:
+            self._let_go([n.message_id for n in notifications])
+        self._each_chunk(
+            notifications,
+            self.sqs.change_message_visibility_batch,
+            lambda i, n: {
+                "Id": str(i),
+                "ReceiptHandle": n.receipt_handle,
+                "VisibilityTimeout": seconds,
+            },
+        )
+
+    def _delete(self, notifications: list[Notification]) -> None:
+        self._let_go([n.message_id for n in notifications])
+        self._each_chunk(
+            notifications,
+            self.sqs.delete_message_batch,
+            lambda i, n: {"Id": str(i), "ReceiptHandle": n.receipt_handle},
+        )
+
+    def _each_chunk(
+        self,
+        notifications: list[Notification],
+        call: Callable[..., dict[str, Any]],
+        entry: Callable[[int, Notification], dict[str, Any]],
+    ) -> None:
+        for start in range(0, len(notifications), _SQS_BATCH):
+            chunk = notifications[start : start + _SQS_BATCH]
+            response = call(
+                QueueUrl=self.queue_url, Entries=[entry(i, n) for i, n in enumerate(chunk)]
+            )
+            for failure in response.get("Failed", []):
+                logger.warning("%s failed for a message: %s", call.__name__, failure)
+
+
+def run_until_signalled(consumer: Consumer) -> None:
+    """Run the consumer until SIGINT or SIGTERM, which let the current micro-batch finish.
+
+    The micro-batches run in a thread of their own: Prefect replaces the main thread's
+    SIGTERM handler with one that crashes the flow run for as long as a run lasts, and it
+    installs none in other threads.
+    """
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping after the current micro-batch", signum)
+        consumer.stop()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    worker = threading.Thread(target=consumer.run, name="consumer")
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=1)  # wakes to run the signal handlers
+
+
+def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:
+    """Each micro-batch as an `ingest-articles` flow run of this process, tagged `events`:
+    visible in Prefect with its task runs, logs and artifacts like any other run."""
+    from prefect import tags
+
+    from flows.ingest import ingest_articles
+
+    def ingest(keys: list[str]) -> dict[str, Any]:
+        name = f"events-{len(keys)}-objects"
+        with tags("newsflow", "events"):
+            return ingest_articles.with_options(flow_run_name=name)(
+                input_uri=settings.input_uri, output_uri=settings.output_uri, keys=keys
+            )
+
+    return ingest
