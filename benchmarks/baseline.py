@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import trafilatura
 from langdetect import DetectorFactory, detect
 from langdetect.lang_detect_exception import LangDetectException
-
-from tasks.s3 import S3Location
+from newsflow.tasks.s3 import S3Location
 
 
 def run_baseline(input_uri: str, output_path: str) -> dict[str, float]:

@@ -126,8 +126,8 @@ class Pages:
 def lake_rows(lake: Path) -> list[tuple[str, float]]:
     """(object_key, ingested_at as a Unix time) of every article and reject row a reader
     of the lake sees now."""
-    from tasks.lake import ARTICLES, REJECTS, Lake
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import ARTICLES, REJECTS, Lake
+    from newsflow.tasks.settings import Settings
 
     if not all((lake / name / "_delta_log").exists() for name in (ARTICLES, REJECTS)):
         return []  # the consumer's first run creates the tables

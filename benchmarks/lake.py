@@ -36,7 +36,7 @@ SOURCES = 10
 
 
 def _articles(batch: int, etag: str) -> list[Any]:
-    from tasks.schema import Article
+    from newsflow.tasks.schema import Article
 
     moment = datetime(2026, 11, 1 + batch % 28, tzinfo=UTC)
     text = "Dock workers in Rotterdam extended their strike over automation plans. " * 8
@@ -67,8 +67,8 @@ def _percentiles(values: list[float]) -> str:
 
 def commit_costs(uri: str, commits: int) -> dict[str, Any]:
     """Write `commits` batches of new objects, then replace the first tenth of them."""
-    from tasks.lake import Lake
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import Lake
+    from newsflow.tasks.settings import Settings
 
     lake = Lake.open(uri, Settings())
     ledger = lake.ledger()
@@ -92,7 +92,7 @@ def commit_costs(uri: str, commits: int) -> dict[str, Any]:
 
 
 def open_seconds(lake: Any, repeats: int = 3) -> float:
-    from tasks.lake import ARTICLES
+    from newsflow.tasks.lake import ARTICLES
 
     times = []
     for _ in range(repeats):
@@ -106,10 +106,9 @@ def open_costs(uri: str, commits: int) -> dict[str, float]:
     """Open the articles table after `commits` small commits, then after maintenance."""
     import pyarrow as pa
     from deltalake import write_deltalake
-
-    from tasks.lake import Lake, maintain
-    from tasks.schema import articles_table
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import Lake, maintain
+    from newsflow.tasks.schema import articles_table
+    from newsflow.tasks.settings import Settings
 
     lake = Lake.open(uri, Settings())
     for batch in range(commits):
@@ -139,10 +138,9 @@ def ledger_costs(uri: str, keys: int) -> dict[str, float]:
     import numpy as np
     import pyarrow as pa
     from deltalake import write_deltalake
-
-    from tasks.lake import LEDGER, Lake, maintain
-    from tasks.schema import LEDGER_SCHEMA, object_fingerprint
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import LEDGER, Lake, maintain
+    from newsflow.tasks.schema import LEDGER_SCHEMA, object_fingerprint
+    from newsflow.tasks.settings import Settings
 
     lake = Lake.open(uri, Settings())
     committed = datetime.now(UTC)

@@ -32,8 +32,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
-from tasks.s3 import S3Location
-from tasks.settings import DeploymentSettings
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.settings import DeploymentSettings
 
 logger = logging.getLogger("newsflow.consumer")
 
@@ -321,9 +321,8 @@ def run_until_signalled(consumer: Consumer) -> None:
 def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:
     """Each micro-batch as an `ingest-articles` flow run of this process, tagged `events`:
     visible in Prefect with its task runs, logs and artifacts like any other run."""
+    from newsflow.flows.ingest import ingest_articles
     from prefect import tags
-
-    from flows.ingest import ingest_articles
 
     def ingest(keys: list[str]) -> dict[str, Any]:
         name = f"events-{len(keys)}-objects"

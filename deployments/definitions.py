@@ -22,18 +22,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from newsflow.deployments.events import OBJECTS_CREATED, bucket_resource_id
+from newsflow.flows.backfill import backfill_articles
+from newsflow.flows.ingest import ingest_articles
+from newsflow.flows.maintain import maintain_lake
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.settings import DeploymentSettings
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
-
-from deployments.events import OBJECTS_CREATED, bucket_resource_id
-from flows.backfill import backfill_articles
-from flows.ingest import ingest_articles
-from flows.maintain import maintain_lake
-from tasks.s3 import S3Location
-from tasks.settings import DeploymentSettings
 
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 

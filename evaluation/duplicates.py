@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from evaluation.corpus import DEFAULT_CORPUS, corpus_pages
-from tasks.clean import clean_html
-from tasks.enrich import duplicate_bands
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, corpus_pages
+from newsflow.tasks.stages.clean import clean_html
+from newsflow.tasks.stages.enrich import duplicate_bands
 
 # Bodies shorter than this are captions and listings, not stories a wire syndicates.
 MIN_STORY_WORDS = 80

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.corpus import DEFAULT_CORPUS, corpus_pages
-from tasks.extract import find_entities
-from tasks.language import detect_language
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, corpus_pages
+from newsflow.tasks.stages.extract import find_entities
+from newsflow.tasks.stages.language import detect_language
 
 LABELS_FILE = Path(__file__).with_name("entities.json")
 HOLDOUT_FILE = Path(__file__).with_name("entities-holdout.json")

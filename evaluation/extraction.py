@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lxml.html
-
-from evaluation.corpus import CorpusPage, Scores, score_extraction, split_pages
-from tasks.clean import BLOCK_TAGS, clean_html, clean_scraped_text
+from newsflow.evaluation.corpus import CorpusPage, Scores, score_extraction, split_pages
+from newsflow.tasks.stages.clean import BLOCK_TAGS, clean_html, clean_scraped_text
 
 # Elements whose text no reader sees.
 _INVISIBLE = ("script", "style", "noscript", "template", "svg", "head")

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import regex
 import snowballstemmer
-
-from tasks.enrich import extract_keywords
+from newsflow.tasks.stages.enrich import extract_keywords
 
 DEFAULT_DIR = Path("/work/data-keyphrases/500N-KPCrowd-v1.1")
 CUTOFFS = (5, 10)

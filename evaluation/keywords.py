@@ -13,7 +13,7 @@ matches a tag when the words of one contain the other's ("Trump" and "Donald Tru
 Per page, recall is the share of findable tags that some keyword matches, precision the
 share of keywords that match some findable tag. Both are averaged over the pages with a
 findable tag, F1 is their harmonic mean, and the pages are split into the development
-and confirmation halves that `evaluation.corpus.split_pages` draws. Precision counts
+and confirmation halves that `newsflow.evaluation.corpus.split_pages` draws. Precision counts
 every keyword naming a tag, so overlapping variants of one name raise it: read it with
 recall.
 """
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lxml.html
-
-from evaluation.corpus import DEFAULT_CORPUS, CorpusPage, Scores, corpus_pages, split_pages
-from evaluation.extraction import HalfScores
-from evaluation.metadata import process_page
-from tasks.enrich import enrich_article
-from tasks.extract import stopwords
-from tasks.settings import Settings
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, CorpusPage, Scores, corpus_pages, split_pages
+from newsflow.evaluation.extraction import HalfScores
+from newsflow.evaluation.metadata import process_page
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.enrich import enrich_article
+from newsflow.tasks.stages.extract import stopwords
 
 _TAG_KEYS = frozenset({"keywords", "news_keywords", "article:tag"})
 _TAG_SEPARATOR = re.compile(r"[,;]")

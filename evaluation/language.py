@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from langdetect.detector_factory import PROFILES_DIRECTORY
-
-from evaluation.corpus import DEFAULT_CORPUS, language_codes, language_sentences
-from tasks.language import detect_language
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, language_codes, language_sentences
+from newsflow.tasks.stages.language import detect_language
 
 # The corpus names Norwegian Bokmål `nb`; langdetect (and the lake) say `no`.
 EXPECTED_CODES = {"nb": "no"}

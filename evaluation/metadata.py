@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import lxml.html
-
-from evaluation.corpus import DEFAULT_CORPUS, corpus_pages
-from tasks.clean import clean_article
-from tasks.extract import extract_article
-from tasks.language import detect_article_language
-from tasks.schema import Article, RejectedArticle
-from tasks.settings import Settings
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, corpus_pages
+from newsflow.tasks.schema import Article, RejectedArticle
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.clean import clean_article
+from newsflow.tasks.stages.extract import extract_article
+from newsflow.tasks.stages.language import detect_article_language
 
 _ARTICLE_TYPES = re.compile(r"Article|BlogPosting|Report", re.IGNORECASE)
 # A title ends in the site name in one source and not in the other; the shared start

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.corpus import Scores
+from newsflow.evaluation.corpus import Scores
 
 LABELS = ("PER", "LOC", "ORG")
 SPANISH_SENTENCES_PER_DOCUMENT = 20
@@ -288,7 +288,7 @@ def evaluate_benchmark(benchmark: Benchmark, folder: Path, extract: Extractor) -
 
 def pipeline_extractor(text: str, language: str) -> list[tuple[int, int, str]]:
     """The extract stage's entities, with its labels mapped to CoNLL's."""
-    from tasks.extract import find_mentions
+    from newsflow.tasks.stages.extract import find_mentions
 
     labels = {"PERSON": "PER", "LOC": "LOC", "ORG": "ORG"}
     return [(m.start, m.end, labels[m.label]) for m in find_mentions(text, language)]

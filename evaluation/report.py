@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
-from evaluation.duplicates import evaluate_duplicates
-from evaluation.entities import HOLDOUT_FILE, LABELS_FILE, evaluate_entities
-from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
-from evaluation.keyphrases import PUBLISHED_F1_AT_10, benchmark_dir, evaluate_keyphrases
-from evaluation.keywords import evaluate_keywords
-from evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
-from evaluation.metadata import evaluate_metadata
-from evaluation.ner_benchmarks import LABELS, evaluate_ner_benchmarks, ner_data_folder
+from newsflow.evaluation.corpus import DEFAULT_CORPUS, Scores, corpus_pages
+from newsflow.evaluation.duplicates import evaluate_duplicates
+from newsflow.evaluation.entities import HOLDOUT_FILE, LABELS_FILE, evaluate_entities
+from newsflow.evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
+from newsflow.evaluation.keyphrases import PUBLISHED_F1_AT_10, benchmark_dir, evaluate_keyphrases
+from newsflow.evaluation.keywords import evaluate_keywords
+from newsflow.evaluation.language import DEVELOPMENT_SENTENCES, evaluate_languages
+from newsflow.evaluation.metadata import evaluate_metadata
+from newsflow.evaluation.ner_benchmarks import LABELS, evaluate_ner_benchmarks, ner_data_folder
 
 
 def _scores(scores: Scores) -> str:

@@ -1,9 +1,10 @@
 """Train the entity model of a language from CoNLL-format (or GermEval TSV) files:
 
-    python -m evaluation.train_entities --language en --train PATH [PATH ...] [--iterations N]
+    python -m newsflow.evaluation.train_entities --language en --train PATH [PATH ...] \
+        [--iterations N]
 
-writes `tasks/models/entities-<language>.crfsuite.gz`. The features are the stage's own
-(`tasks.entities.token_features`), one sequence per sentence, all four CoNLL types
+writes `tasks/stages/models/entities-<language>.crfsuite.gz`. The features are the stage's own
+(`newsflow.tasks.stages.entities.token_features`), one sequence per sentence, all four CoNLL types
 (MISC too, so that the model learns what is not a person, place or organisation).
 """
 
@@ -16,12 +17,11 @@ import time
 from pathlib import Path
 
 import pycrfsuite
+from newsflow.evaluation.ner_benchmarks import detokenize, read_conll_tagged, read_germeval_tagged
+from newsflow.tasks.stages.entities import MODEL_FOLDER, token_features
+from newsflow.tasks.stages.extract import token_hints
 
-from evaluation.ner_benchmarks import detokenize, read_conll_tagged, read_germeval_tagged
-from tasks.entities import MODEL_FOLDER, token_features
-from tasks.extract import token_hints
-
-MODELS = Path(__file__).resolve().parents[1] / "tasks" / MODEL_FOLDER
+MODELS = Path(__file__).resolve().parents[1] / "tasks" / "stages" / MODEL_FOLDER
 
 
 def _read_tagged(path: Path) -> list[list[tuple[str, str]]]:

@@ -16,13 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from newsflow.flows.ingest import ingest_articles
+from newsflow.tasks.lake import Lake, current_versions
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.fetch import source_from_key
 from prefect import flow, get_run_logger
-
-from flows.ingest import ingest_articles
-from tasks.fetch import source_from_key
-from tasks.lake import Lake, current_versions
-from tasks.s3 import S3Location
-from tasks.settings import Settings
 
 # Keys per ingest subflow: keeps each run's `keys` parameter well under Prefect's 512 KB.
 KEYS_PER_RUN = 2000

@@ -20,8 +20,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flows import preflight
-from tasks.logs import quiet_library_loggers
+from newsflow.flows import preflight
+from newsflow.tasks.logs import quiet_library_loggers
 
 
 def _quiet_prefect_defaults() -> None:
@@ -34,8 +34,8 @@ def _prepare_flow_process() -> None:
     this process's threads share one heap while it has no other thread, then start the
     stage workers, which load their models (seconds) while those imports and Prefect's
     start run."""
-    from tasks.batch import share_one_heap, start_workers_early
-    from tasks.settings import Settings
+    from newsflow.tasks.settings import Settings
+    from newsflow.tasks.stages.batch import share_one_heap, start_workers_early
 
     share_one_heap()
     start_workers_early(Settings())
@@ -50,9 +50,8 @@ def _progress_bar() -> Iterator[None]:
     """
     import logging
 
+    from newsflow.flows.progress import terminal_bar
     from rich.console import Console
-
-    from flows.progress import terminal_bar
 
     console = next(
         (
@@ -74,8 +73,8 @@ def check_run(args: argparse.Namespace) -> None:
 def command_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
     _prepare_flow_process()
-    from flows.ingest import ingest_articles
-    from flows.summary import print_summary
+    from newsflow.flows.ingest import ingest_articles
+    from newsflow.flows.summary import print_summary
 
     with _progress_bar():
         summary = ingest_articles(
@@ -106,7 +105,7 @@ def check_demo(args: argparse.Namespace) -> None:
 def command_demo(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
     _prepare_flow_process()
-    from flows.demo import run_demo
+    from newsflow.flows.demo import run_demo
 
     run_demo(args.output)
     return 0
@@ -136,11 +135,10 @@ def check_emit(args: argparse.Namespace) -> None:
 def command_serve(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
     # The runs are processes of their own, where Prefect starts threads before the flow
-    # does: glibc reads this at their start (see tasks.batch.share_one_heap).
+    # does: glibc reads this at their start (see newsflow.tasks.stages.batch.share_one_heap).
     os.environ.setdefault("MALLOC_ARENA_MAX", "1")
+    from newsflow.deployments.definitions import build_deployments
     from prefect import serve
-
-    from deployments.definitions import build_deployments
 
     settings = _deployment_settings(args)
     # prefect.serve() runs any number of runs at once unless given a limit.
@@ -150,9 +148,8 @@ def command_serve(args: argparse.Namespace) -> int:
 
 def command_deploy(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    from newsflow.deployments.definitions import build_deployments
     from prefect import deploy
-
-    from deployments.definitions import build_deployments
 
     deploy(*build_deployments(_deployment_settings(args)), work_pool_name=args.pool)
     return 0
@@ -160,17 +157,16 @@ def command_deploy(args: argparse.Namespace) -> int:
 
 def command_listen(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from tasks.batch import share_one_heap
+    from newsflow.tasks.stages.batch import share_one_heap
 
     share_one_heap()  # first, while this process has no other thread (see its docstring)
     import logging
 
     import boto3
-
-    from deployments.consumer import Consumer, ingest_in_this_process, run_until_signalled
-    from tasks.batch import keep_stage_pool
-    from tasks.s3 import S3Location
-    from tasks.settings import DeploymentSettings, Settings
+    from newsflow.deployments.consumer import Consumer, ingest_in_this_process, run_until_signalled
+    from newsflow.tasks.s3 import S3Location
+    from newsflow.tasks.settings import DeploymentSettings, Settings
+    from newsflow.tasks.stages.batch import keep_stage_pool
 
     overrides = {
         "input_uri": args.input,
@@ -193,7 +189,7 @@ def command_listen(args: argparse.Namespace) -> int:
 
 
 def command_emit(args: argparse.Namespace) -> int:
-    from deployments.events import objects_created_events, parse_object_uri, post_events
+    from newsflow.deployments.events import objects_created_events, parse_object_uri, post_events
 
     keys: dict[str, list[str]] = {}
     for bucket, key in map(parse_object_uri, args.uri):
@@ -218,7 +214,7 @@ def check_backfill(args: argparse.Namespace) -> None:
 def command_backfill(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
     _prepare_flow_process()
-    from flows.backfill import backfill_articles
+    from newsflow.flows.backfill import backfill_articles
 
     with _progress_bar():
         summary = backfill_articles(
@@ -241,15 +237,15 @@ def check_lake(args: argparse.Namespace) -> None:
 
 def command_maintain(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
-    from flows.maintain import maintain_lake
+    from newsflow.flows.maintain import maintain_lake
 
     print(json.dumps(maintain_lake(output_uri=args.output), indent=2, default=str))
     return 0
 
 
 def _open_lake(output: str) -> Any:
-    from tasks.lake import Lake
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import Lake
+    from newsflow.tasks.settings import Settings
 
     return Lake.open(output, Settings())
 
@@ -257,18 +253,18 @@ def _open_lake(output: str) -> Any:
 def command_status(args: argparse.Namespace) -> int:
     if args.flow:
         _quiet_prefect_defaults()
-        from flows.status import lake_status_flow
+        from newsflow.flows.status import lake_status_flow
 
         print(lake_status_flow(output_uri=args.output))
         return 0
-    from flows.status import lake_status
+    from newsflow.flows.status import lake_status
 
     print(lake_status(_open_lake(args.output)))
     return 0
 
 
 def command_history(args: argparse.Namespace) -> int:
-    from flows.status import history_rows, markdown_table
+    from newsflow.flows.status import history_rows, markdown_table
 
     print(markdown_table(history_rows(_open_lake(args.output), args.table, args.limit)))
     return 0
@@ -284,8 +280,8 @@ def command_restore(args: argparse.Namespace) -> int:
 
 
 def command_migrate(args: argparse.Namespace) -> int:
-    from tasks.lake.migrate import migrate_legacy
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import migrate_legacy
+    from newsflow.tasks.settings import Settings
 
     report = migrate_legacy(args.output, Settings())
     print(
@@ -298,7 +294,7 @@ def command_migrate(args: argparse.Namespace) -> int:
 
 
 def _corpus(args: argparse.Namespace) -> Path:
-    from evaluation.corpus import DEFAULT_CORPUS
+    from newsflow.evaluation.corpus import DEFAULT_CORPUS
 
     return Path(args.corpus) if args.corpus else DEFAULT_CORPUS
 
@@ -312,7 +308,7 @@ def check_evaluate(args: argparse.Namespace) -> None:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from evaluation.report import report_lines
+    from newsflow.evaluation.report import report_lines
 
     for line in report_lines(_corpus(args)):
         print(line, flush=True)

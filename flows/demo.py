@@ -34,7 +34,7 @@ def find_seed_article() -> Path | None:
 
 def sample_objects(seed_article: Path | None) -> dict[str, bytes]:
     """Object key -> bytes: good articles in every format, then inputs that must be rejected."""
-    samples = files("flows") / "samples"
+    samples = files("newsflow.flows") / "samples"
     objects = {
         "inbox/harbour-times/2026/rotterdam-strike.html": samples.joinpath(
             "port-strike.html"
@@ -87,8 +87,8 @@ def delta_datasets(output: str) -> tuple[Any, Any]:
     """The lake's articles and rejects as pyarrow datasets of their current versions:
     DuckDB's own `delta_scan` needs an extension it downloads, which offline machines
     cannot; online, `INSTALL delta; SELECT … FROM delta_scan('…/articles')` reads the same."""
-    from tasks.lake import ARTICLES, REJECTS, Lake
-    from tasks.settings import Settings
+    from newsflow.tasks.lake import ARTICLES, REJECTS, Lake
+    from newsflow.tasks.settings import Settings
 
     lake = Lake.open(output, Settings())
     return (
@@ -99,9 +99,8 @@ def delta_datasets(output: str) -> tuple[Any, Any]:
 
 def run_demo(output: str) -> None:
     import duckdb
-
-    from flows.ingest import ingest_articles
-    from flows.summary import print_summary
+    from newsflow.flows.ingest import ingest_articles
+    from newsflow.flows.summary import print_summary
 
     endpoint = start_local_s3()
     client = boto3.client("s3")

@@ -16,6 +16,16 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from typing import Any
 
+from newsflow.flows.progress import RunProgress
+from newsflow.tasks.lake import Lake, Ledger, WriteReport
+from newsflow.tasks.s3 import S3Location, s3_client
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import Batch, StagePool, stage_pool, trim_heap_above
+from newsflow.tasks.stages.clean import clean_batch
+from newsflow.tasks.stages.enrich import enrich_batch
+from newsflow.tasks.stages.extract import extract_batch
+from newsflow.tasks.stages.fetch import ObjectRef, fetch_batch, list_objects
+from newsflow.tasks.stages.language import detect_language_batch
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -23,17 +33,6 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
-
-from flows.progress import RunProgress
-from tasks.batch import Batch, StagePool, stage_pool, trim_heap_above
-from tasks.clean import clean_batch
-from tasks.enrich import enrich_batch
-from tasks.extract import extract_batch
-from tasks.fetch import ObjectRef, fetch_batch, list_objects
-from tasks.lake import Lake, Ledger, WriteReport
-from tasks.language import detect_language_batch
-from tasks.s3 import S3Location, s3_client
-from tasks.settings import Settings
 
 _LISTING_CHUNK = 1000
 # The CPU-bound stages, in order; each is one task run per batch.

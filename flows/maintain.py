@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from newsflow.tasks.lake import Lake, maintain
+from newsflow.tasks.settings import Settings
 from prefect import flow, get_run_logger
-
-from tasks.lake import Lake, maintain
-from tasks.settings import Settings
 
 
 @flow(name="maintain-lake")

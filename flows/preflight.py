@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.settings import DeploymentSettings, Settings
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
-
-from tasks.s3 import S3Location
-from tasks.settings import DeploymentSettings, Settings
 
 _CONNECT_SECONDS = 1
 _READ_SECONDS = 2
@@ -102,7 +101,7 @@ def parse_input_uri(uri: str, flag: str = "--input") -> S3Location:
 
 
 def parse_output_uri(uri: str, flag: str = "--output") -> S3Location | Path:
-    """An S3 location, or a local path (`OutputRoot.open`'s rule)."""
+    """An S3 location, or a local path (`Lake.open`'s rule)."""
     if uri.startswith("s3://"):
         return parse_input_uri(uri, flag)
     if "://" in uri or not uri:
@@ -111,7 +110,7 @@ def parse_output_uri(uri: str, flag: str = "--output") -> S3Location | Path:
 
 
 def parse_object_uri(uri: str) -> tuple[str, str]:
-    """s3://BUCKET/KEY of one object (the rule of `deployments.events.parse_object_uri`,
+    """s3://BUCKET/KEY of one object (the rule of `newsflow.deployments.events.parse_object_uri`,
     which imports Prefect)."""
     parsed = urlparse(uri)
     key = parsed.path.lstrip("/")

@@ -31,7 +31,7 @@ from rich.theme import Theme
 
 
 class RunCounts(Protocol):
-    """What a run has counted so far (`flows.ingest.RunSummary` has these)."""
+    """What a run has counted so far (`newsflow.flows.ingest.RunSummary` has these)."""
 
     objects_listed: int
     objects_new: int

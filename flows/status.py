@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow.compute as pc
+from newsflow.tasks.lake import ARTICLES, REJECTS, TABLES, Lake
+from newsflow.tasks.settings import Settings
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-
-from tasks.lake import ARTICLES, REJECTS, TABLES, Lake
-from tasks.settings import Settings
 
 HISTORY_ROWS = 10
 RECENT_DAYS = 7

@@ -13,8 +13,7 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
-
-from tasks.settings import Settings
+from newsflow.tasks.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

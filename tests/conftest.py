@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pytest
 
 if TYPE_CHECKING:
-    from tasks.lake import Lake
+    from newsflow.tasks.lake import Lake
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 

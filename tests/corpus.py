@@ -1,5 +1,5 @@
 """Helpers for tests on the shared development corpus (../shared, never copied here): its
-loaders and the benchmark's scoring live in `evaluation.corpus`; this adds the seed
+loaders and the benchmark's scoring live in `newsflow.evaluation.corpus`; this adds the seed
 article and running the stages in the flow's order."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cache
 
-from evaluation.corpus import (
+from newsflow.evaluation.corpus import (
     DEFAULT_CORPUS,
     CorpusPage,
     Scores,
@@ -16,12 +16,12 @@ from evaluation.corpus import (
     match_counts,
     score_extraction,
 )
-from tasks.clean import clean_article
-from tasks.enrich import enrich_article
-from tasks.extract import extract_article
-from tasks.language import detect_article_language
-from tasks.schema import Article
-from tasks.settings import Settings
+from newsflow.tasks.schema import Article
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.clean import clean_article
+from newsflow.tasks.stages.enrich import enrich_article
+from newsflow.tasks.stages.extract import extract_article
+from newsflow.tasks.stages.language import detect_article_language
 
 __all__ = [
     "CorpusPage",

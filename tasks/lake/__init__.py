@@ -5,9 +5,10 @@ write a batch, maintain, migrate a lake of the pre-Delta format. The stages neve
 it, and nothing else imports `deltalake`.
 """
 
-from tasks.lake.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake, WriteReport
-from tasks.lake.ledger import Ledger, current_versions
-from tasks.lake.maintain import MaintenanceReport, maintain
+from newsflow.tasks.lake.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake, WriteReport
+from newsflow.tasks.lake.ledger import Ledger, current_versions
+from newsflow.tasks.lake.maintain import MaintenanceReport, maintain
+from newsflow.tasks.lake.migrate import MigrationReport, NotMigratable, migrate_legacy
 
 __all__ = [
     "ARTICLES",
@@ -17,7 +18,10 @@ __all__ = [
     "Lake",
     "Ledger",
     "MaintenanceReport",
+    "MigrationReport",
+    "NotMigratable",
     "WriteReport",
     "current_versions",
     "maintain",
+    "migrate_legacy",
 ]

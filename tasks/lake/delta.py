@@ -18,9 +18,8 @@ import boto3
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
-
-from tasks.s3 import s3_client
-from tasks.settings import Settings
+from newsflow.tasks.s3 import s3_client
+from newsflow.tasks.settings import Settings
 
 T = TypeVar("T")
 

@@ -33,10 +33,9 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
-
-from tasks.lake import delta
-from tasks.lake.ledger import Ledger, Previous
-from tasks.schema import (
+from newsflow.tasks.lake import delta
+from newsflow.tasks.lake.ledger import Ledger, Previous
+from newsflow.tasks.schema import (
     ARTICLE_SCHEMA,
     LEDGER_SCHEMA,
     PARTITION_COLUMNS,
@@ -47,7 +46,7 @@ from tasks.schema import (
     object_fingerprint,
     rejects_table,
 )
-from tasks.settings import Settings
+from newsflow.tasks.settings import Settings
 
 ARTICLES = "articles"
 REJECTS = "rejects"

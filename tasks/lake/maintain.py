@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
-
-from tasks.lake import delta
-from tasks.lake.lake import LEDGER, TABLES, Lake
+from newsflow.tasks.lake import delta
+from newsflow.tasks.lake.lake import LEDGER, TABLES, Lake
 
 
 @dataclass(slots=True)

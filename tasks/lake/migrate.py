@@ -23,12 +23,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import Schema, convert_to_deltalake
-
-from tasks.lake import delta
-from tasks.lake.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake
-from tasks.lake.ledger import current_versions
-from tasks.schema import LEDGER_SCHEMA
-from tasks.settings import Settings
+from newsflow.tasks.lake import delta
+from newsflow.tasks.lake.lake import ARTICLES, LEDGER, REJECTS, TABLES, Lake
+from newsflow.tasks.lake.ledger import current_versions
+from newsflow.tasks.schema import LEDGER_SCHEMA
+from newsflow.tasks.settings import Settings
 
 SNAPSHOT = "_snapshot.parquet"
 UNFINISHED = ("_staging", "_compacting", "_snapshot.pending")

@@ -113,7 +113,7 @@ def processes_of(pid: int) -> int:
 def start_newsflow(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *command],
+            [sys.executable, "-m", "newsflow.flows.cli", *command],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -14,11 +14,11 @@ from typing import Any
 
 import boto3
 import pytest
+from newsflow.deployments.consumer import Consumer, parse_message
+from newsflow.deployments.events import MAX_KEYS_PER_EVENT, objects_created_events, parse_object_uri
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.settings import DeploymentSettings
 
-from deployments.consumer import Consumer, parse_message
-from deployments.events import MAX_KEYS_PER_EVENT, objects_created_events, parse_object_uri
-from tasks.s3 import S3Location
-from tasks.settings import DeploymentSettings
 from tests.deployments.conftest import (
     LISTEN_WORKERS,
     Stack,

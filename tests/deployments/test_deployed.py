@@ -18,11 +18,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from newsflow.deployments.definitions import build_deployments
+from newsflow.tasks.lake import Lake, current_versions
+from newsflow.tasks.settings import DeploymentSettings, Settings
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, StateType
 
-from deployments.definitions import build_deployments
-from tasks.lake import Lake, current_versions
-from tasks.settings import DeploymentSettings, Settings
 from tests.conftest import read_table
 from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
 
@@ -194,7 +194,7 @@ def test_upload_to_rows_through_sqs_and_the_consumer(stack: Stack, s3: Any) -> N
     # that key, which finds it already in the lake.
     again = datetime.now(UTC)
     emitted = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "emit", f"s3://{stack.bucket}/{keys[0]}"],
+        [sys.executable, "-m", "newsflow.flows.cli", "emit", f"s3://{stack.bucket}/{keys[0]}"],
         env=stack.env,
         capture_output=True,
         text=True,

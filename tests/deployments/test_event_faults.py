@@ -19,9 +19,9 @@ from typing import Any
 
 import boto3
 import pytest
+from newsflow.tasks.settings import DeploymentSettings
 from prefect.client.schemas.objects import StateType
 
-from tasks.settings import DeploymentSettings
 from tests.conftest import free_port, running_prefect_server
 from tests.deployments.conftest import (
     INPUT_PREFIX,

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.settings import Settings
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tasks.lake import Lake
-from tasks.settings import Settings
 from tests.conftest import read_table, running_prefect_server
 from tests.deployments.conftest import wait_until
 
@@ -70,7 +70,7 @@ def test_deployed_to_a_process_pool_a_worker_runs_the_sweep(
     # What docs/deployments.md tells an operator to type.
     _run([sys.executable, "-m", "prefect", "work-pool", "create", POOL, "--type", "process"], env)
     deploy = ["deploy", "--pool", POOL, "--input", f"s3://{bucket}/in/", "--output", str(lake)]
-    _run([sys.executable, "-m", "flows.cli", *deploy], env)
+    _run([sys.executable, "-m", "newsflow.flows.cli", *deploy], env)
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],

@@ -5,16 +5,19 @@ library's patch release can move the last digit without failing the build)."""
 from __future__ import annotations
 
 import pytest
-
-from evaluation.corpus import corpus_pages
-from evaluation.duplicates import DuplicateRates, evaluate_duplicates
-from evaluation.entities import HOLDOUT_FILE, evaluate_entities
-from evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
-from evaluation.keyphrases import benchmark_dir, evaluate_keyphrases
-from evaluation.keywords import evaluate_keywords
-from evaluation.language import LanguageResult, evaluate_languages
-from evaluation.metadata import evaluate_metadata
-from evaluation.ner_benchmarks import BenchmarkScores, evaluate_ner_benchmarks, ner_data_folder
+from newsflow.evaluation.corpus import corpus_pages
+from newsflow.evaluation.duplicates import DuplicateRates, evaluate_duplicates
+from newsflow.evaluation.entities import HOLDOUT_FILE, evaluate_entities
+from newsflow.evaluation.extraction import HalfScores, evaluate_html, evaluate_scraped
+from newsflow.evaluation.keyphrases import benchmark_dir, evaluate_keyphrases
+from newsflow.evaluation.keywords import evaluate_keywords
+from newsflow.evaluation.language import LanguageResult, evaluate_languages
+from newsflow.evaluation.metadata import evaluate_metadata
+from newsflow.evaluation.ner_benchmarks import (
+    BenchmarkScores,
+    evaluate_ner_benchmarks,
+    ner_data_folder,
+)
 
 # Measured: dev F1 0.979, confirmation 0.970, all 0.974 (P 0.971, R 0.978).
 MIN_EXTRACTION_F1 = 0.972

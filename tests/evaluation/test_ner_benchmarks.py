@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.ner_benchmarks import (
+from newsflow.evaluation.ner_benchmarks import (
     Benchmark,
     detokenize,
     evaluate_benchmark,

@@ -43,9 +43,9 @@ def warm_up() -> None:
     started its runtime panics (../shared/DELTA-NOTES.md), so only the children use it.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    import flows.cli
-    import flows.ingest  # noqa: F401
-    from tasks import extract, language
+    import newsflow.flows.cli
+    import newsflow.flows.ingest  # noqa: F401
+    from newsflow.tasks.stages import extract, language
 
     extract.warm_up()
     language.warm_up()
@@ -139,7 +139,7 @@ def run_child(run: dict[str, Any]) -> int:
     os.dup2(log, 2)
     os.environ.update(run.get("env", {}))
     try:
-        from flows.cli import main
+        from newsflow.flows.cli import main
 
         if run.get("fault"):
             install_fault(run["fault"])

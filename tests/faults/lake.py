@@ -17,10 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
-
-from tasks.lake import current_versions
-from tasks.lake.delta import storage_options
-from tasks.settings import Settings
+from newsflow.tasks.lake import current_versions
+from newsflow.tasks.lake.delta import storage_options
+from newsflow.tasks.settings import Settings
 
 Unit = tuple[str, int]  # (object_key, line_number or 0): one accounted piece of input
 Row = tuple[str, int, str, str]  # (object_key, line, object_etag, batch_id)

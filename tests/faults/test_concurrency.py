@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.lake import maintain as maintain_tables
+from newsflow.tasks.schema import Article
+from newsflow.tasks.settings import Settings
 
-from tasks.lake import Lake
-from tasks.lake import maintain as maintain_tables
-from tasks.schema import Article
-from tasks.settings import Settings
 from tests.faults.conftest import Driver, Run, RunResult, maintain, upload
 from tests.faults.corpus import article_objects, reject_objects, story
 from tests.faults.lake import assert_exactly_once, deltalake_rows, doubled
 
 # A commit that lost to a concurrent one waits in `backoff` before it is tried again.
-AFTER_A_CONFLICT = {"target": "tasks.lake.delta.backoff", "event": "call"}
+AFTER_A_CONFLICT = {"target": "newsflow.tasks.lake.delta.backoff", "event": "call"}
 
 
 def test_three_runs_over_one_prefix_then_a_crash_and_two_reruns(
@@ -40,7 +40,7 @@ def test_three_runs_over_one_prefix_then_a_crash_and_two_reruns(
 
     expected |= upload(s3, bucket, article_objects("in/more/", 12, version=2))
     crash = {
-        "target": "tasks.lake.lake.Lake.write_batch",
+        "target": "newsflow.tasks.lake.lake.Lake.write_batch",
         "event": "line",
         "contains": "ledger_rows = _ledger_rows(",
     }
@@ -183,7 +183,7 @@ def test_writers_of_disjoint_partitions_do_not_wait_for_each_other(tmp_path: Pat
 
 
 def maintain_lake(output: str) -> dict[str, int]:
-    """`tasks.lake.maintain` in a spawned process: what it compacted and found busy."""
+    """`newsflow.tasks.lake.maintain` in a spawned process: what it compacted and found busy."""
     report = maintain_tables(Lake.open(output, Settings()))
     return {"compacted": report.partitions_compacted, "busy": report.partitions_busy}
 

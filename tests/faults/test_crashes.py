@@ -31,9 +31,9 @@ from tests.faults.lake import (
     table_uri,
 )
 
-WRITE = "tasks.lake.lake.Lake.write_batch"
-DELTA = "tasks.lake.delta"
-MAINTAIN = "tasks.lake.maintain"
+WRITE = "newsflow.tasks.lake.lake.Lake.write_batch"
+DELTA = "newsflow.tasks.lake.delta"
+MAINTAIN = "newsflow.tasks.lake.maintain"
 
 
 def at_call(target: str, nth: int = 1) -> dict[str, Any]:
@@ -57,14 +57,14 @@ def at_new_file(table: str, nth: int = 1) -> dict[str, Any]:
 # run writes two or three batches; steps whose name says "rejects" get reject objects.
 KILL_POINTS: list[tuple[str, dict[str, Any], str]] = [
     ("creating the tables (fresh lake)", at_call(f"{DELTA}.create_table", 2), "run"),
-    ("during a download", at_call("tasks.fetch.download", 2), "run"),
-    ("after a download", at_return("tasks.fetch.download", 4), "run"),
-    ("between fetch and clean", at_call("tasks.batch.run_stage", 1), "run"),
-    ("between clean and language", at_call("tasks.batch.run_stage", 2), "run"),
-    ("between language and extract", at_call("tasks.batch.run_stage", 3), "run"),
-    ("between extract and enrich", at_call("tasks.batch.run_stage", 4), "run"),
-    ("between two batches' stages", at_call("tasks.batch.run_stage", 5), "run"),
-    ("ledger loaded, nothing written", at_return("tasks.lake.lake.Lake.ledger"), "run"),
+    ("during a download", at_call("newsflow.tasks.stages.fetch.download", 2), "run"),
+    ("after a download", at_return("newsflow.tasks.stages.fetch.download", 4), "run"),
+    ("between fetch and clean", at_call("newsflow.tasks.stages.batch.run_stage", 1), "run"),
+    ("between clean and language", at_call("newsflow.tasks.stages.batch.run_stage", 2), "run"),
+    ("between language and extract", at_call("newsflow.tasks.stages.batch.run_stage", 3), "run"),
+    ("between extract and enrich", at_call("newsflow.tasks.stages.batch.run_stage", 4), "run"),
+    ("between two batches' stages", at_call("newsflow.tasks.stages.batch.run_stage", 5), "run"),
+    ("ledger loaded, nothing written", at_return("newsflow.tasks.lake.lake.Lake.ledger"), "run"),
     ("intent: append_rows called", at_call(f"{DELTA}.append_rows"), "run"),
     ("intent: data file written, not committed", at_new_file("ledger"), "run"),
     ("intent committed, ledger not looked at again", at_line(WRITE, "ledger.refresh()"), "run"),
@@ -89,7 +89,7 @@ KILL_POINTS: list[tuple[str, dict[str, Any], str]] = [
         at_line(WRITE, 'done = {**meta, "step": "done"}', 2),
         "run",
     ),
-    ("all committed, artifacts", at_call("flows.ingest._publish_artifacts"), "run"),
+    ("all committed, artifacts", at_call("newsflow.flows.ingest._publish_artifacts"), "run"),
     (
         "maintenance: a partition read, not committed",
         at_line(f"{MAINTAIN}.compact_partition", "write_deltalake("),

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from deltalake import DeltaTable
+from newsflow.tasks.lake import Lake, maintain
+from newsflow.tasks.settings import Settings
 
-from tasks.lake import Lake, maintain
-from tasks.settings import Settings
 from tests.faults.conftest import Driver, Run, RunResult, upload
 from tests.faults.conftest import maintain as maintenance
 from tests.faults.corpus import article_objects, reject_objects, story

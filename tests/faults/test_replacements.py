@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.lake import Lake
-from tasks.schema import Article
-from tasks.settings import Settings
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.schema import Article
+from newsflow.tasks.settings import Settings
+
 from tests.faults.conftest import Driver, Run, upload
 from tests.faults.corpus import story
 from tests.faults.lake import assert_exactly_once, deltalake_rows, doubled
@@ -51,7 +52,7 @@ def test_a_new_date_after_a_crash_between_data_and_ledger(
     output = tmp_path / "lake"
     upload(s3, bucket, {KEY: dated(1, 1)})
     kill = {
-        "target": "tasks.lake.lake.Lake.write_batch",
+        "target": "newsflow.tasks.lake.lake.Lake.write_batch",
         "event": "line",
         "contains": "ledger_rows, done,",
     }

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from newsflow.tasks.stages.fetch import slugify, source_from_key
 
-from tasks.fetch import slugify, source_from_key
 from tests.faults.conftest import Driver, Run, upload
 from tests.faults.corpus import article_objects
 from tests.faults.hostile import HOSTILE_KEY_PARTS, HOSTILE_SOURCES

@@ -6,9 +6,8 @@ from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pytest
-
-from flows.backfill import Selection, select_keys
-from tasks.schema import LEDGER_SCHEMA, object_fingerprint
+from newsflow.flows.backfill import Selection, select_keys
+from newsflow.tasks.schema import LEDGER_SCHEMA, object_fingerprint
 
 
 def ledger(*rows: tuple[str, str, int, list[str]]) -> pa.Table:

@@ -1,7 +1,7 @@
 """`newsflow` as a user runs it: every usage and environment error is one line on stderr,
 exit 2 (usage) or 1 (environment), in under 3 s, before Prefect is imported or started.
 
-Each case is a process of its own (`python -X importtime -m flows.cli`): its import log
+Each case is a process of its own (`python -X importtime -m newsflow.flows.cli`): its import log
 shows whether `prefect` was imported, and its PREFECT_HOME whether a server made a
 database there.
 """
@@ -45,7 +45,7 @@ def newsflow(
         environment.pop(name, None)
     started = time.monotonic()
     done = subprocess.run(
-        [*(command or [sys.executable, "-X", "importtime", "-m", "flows.cli"]), *args],
+        [*(command or [sys.executable, "-X", "importtime", "-m", "newsflow.flows.cli"]), *args],
         cwd=REPOSITORY,
         env=environment,
         capture_output=True,

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.demo import find_seed_article, sample_objects
-from tasks.lake import Lake
-from tasks.settings import Settings
+from newsflow.flows.demo import find_seed_article, sample_objects
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.settings import Settings
+
 from tests.conftest import read_table
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def test_the_demo_writes_every_sample_once_and_its_second_run_finds_nothing_new(
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         env.pop(name, None)  # the demo must need none of them
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "demo", "--output", str(lake)],
+        [sys.executable, "-m", "newsflow.flows.cli", "demo", "--output", str(lake)],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,

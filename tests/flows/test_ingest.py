@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 import duckdb
+import newsflow.tasks.lake.lake as lake_module
 import polars as pl
 import pyarrow.dataset as ds
 import pytest
+from newsflow.flows.cli import main
+from newsflow.flows.demo import sample_objects
+from newsflow.flows.ingest import ingest_articles
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.settings import Settings
 
-import tasks.lake.lake as lake_module
-from flows.cli import main
-from flows.demo import sample_objects
-from flows.ingest import ingest_articles
-from tasks.lake import Lake
-from tasks.settings import Settings
 from tests.conftest import SHARED, read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -270,11 +270,11 @@ def test_cli_backfill_reprocesses_the_selected_source(
 def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
     from datetime import UTC, datetime
 
-    from flows.ingest import RunSummary, new_object_batches
-    from tasks.fetch import ObjectRef
-    from tasks.lake import Ledger
-    from tasks.schema import LEDGER_SCHEMA
-    from tasks.settings import Settings
+    from newsflow.flows.ingest import RunSummary, new_object_batches
+    from newsflow.tasks.lake import Ledger
+    from newsflow.tasks.schema import LEDGER_SCHEMA
+    from newsflow.tasks.settings import Settings
+    from newsflow.tasks.stages.fetch import ObjectRef
 
     sizes = [10, 10, 10, 90, 10, 10, 10, 10]
     refs = [
@@ -302,7 +302,7 @@ def test_demo_finds_the_seed_beside_the_working_checkout(
 ) -> None:
     """An installed (non-editable) package lives in site-packages: the demo must look
     beside the checkout it is started from."""
-    from flows.demo import find_seed_article
+    from newsflow.flows.demo import find_seed_article
 
     seed = tmp_path / "shared" / "samples" / "seed-article.txt"
     seed.parent.mkdir(parents=True)
@@ -321,8 +321,8 @@ def test_a_stage_exception_is_counted_apart_from_verdicts(
 ) -> None:
     """A stage that raises on legitimate text loses that article: the run says so, apart
     from verdicts on the input, and the reject row is marked."""
-    import tasks.enrich as enrich_module
-    from flows.summary import print_summary
+    import newsflow.tasks.stages.enrich as enrich_module
+    from newsflow.flows.summary import print_summary
 
     good = (
         "Dock workers in Rotterdam ended their strike on Monday after a night of talks at the port."
@@ -388,9 +388,8 @@ def test_history_and_restore_undo_a_reprocess(
 def test_status_as_text_and_as_a_flow_artifact(
     s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from newsflow.flows.status import lake_status_flow
     from prefect.client.orchestration import get_client
-
-    from flows.status import lake_status_flow
 
     objects = sample_objects(SHARED / "samples" / "seed-article.txt")
     upload(s3, bucket, objects)

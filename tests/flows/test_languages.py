@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from newsflow.evaluation.corpus import language_codes, language_sentences
+from newsflow.flows.ingest import ingest_articles
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.language import _codes
 
-from evaluation.corpus import language_codes, language_sentences
-from flows.ingest import ingest_articles
-from tasks.lake import Lake
-from tasks.language import _codes
-from tasks.settings import Settings
 from tests.conftest import read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

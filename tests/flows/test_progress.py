@@ -8,13 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from newsflow.flows.demo import sample_objects
+from newsflow.flows.ingest import ingest_articles
+from newsflow.flows.progress import Snapshot, terminal_bar
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from rich.console import Console
-
-from flows.demo import sample_objects
-from flows.ingest import ingest_articles
-from flows.progress import Snapshot, terminal_bar
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

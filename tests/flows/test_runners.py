@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import newsflow.flows.ingest as ingest_module
 import pytest
+from newsflow.flows.demo import sample_objects
+from newsflow.flows.ingest import ingest_articles
+from newsflow.tasks.lake import Lake
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import start_workers_early
 
-import flows.ingest as ingest_module
-from flows.demo import sample_objects
-from flows.ingest import ingest_articles
-from tasks.batch import start_workers_early
-from tasks.lake import Lake
-from tasks.settings import Settings
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from newsflow.tasks.logs import DOCUMENT_LOGGERS, NETWORK_LOGGERS, quiet_library_loggers
 from trafilatura.utils import load_html
-
-from tasks.logs import DOCUMENT_LOGGERS, NETWORK_LOGGERS, quiet_library_loggers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +45,7 @@ def test_a_parsers_error_about_a_document_is_quiet_unless_verbose(
 
 _WORKER_LEVELS = """
 import logging
-import tasks.workers
+import newsflow.tasks.stages.workers
 print(logging.getLogger("trafilatura").level, logging.getLogger("urllib3").level)
 """
 

@@ -7,8 +7,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-
-from tasks.fetch import (
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.schema import RejectedArticle
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.fetch import (
     ObjectRef,
     batch_id_for,
     decode_bytes,
@@ -19,9 +21,6 @@ from tasks.fetch import (
     slugify,
     source_from_key,
 )
-from tasks.s3 import S3Location
-from tasks.schema import RejectedArticle
-from tasks.settings import Settings
 
 LOCATION = S3Location.parse("s3://bucket/inbox")
 MODIFIED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -16,11 +16,10 @@ from typing import Any
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
-from flows.cli import main
-from tasks.lake import ARTICLES, LEDGER, REJECTS, Lake
-from tasks.lake.migrate import NotMigratable, migrate_legacy
-from tasks.settings import Settings
+from newsflow.flows.cli import main
+from newsflow.tasks.lake import ARTICLES, LEDGER, REJECTS, Lake
+from newsflow.tasks.lake.migrate import NotMigratable, migrate_legacy
+from newsflow.tasks.settings import Settings
 
 LEGACY = Path(__file__).parent / "legacy-lake"
 COLUMNS = ["object_key", "line_number", "object_etag", "text"]
@@ -99,7 +98,7 @@ def test_migrate_keeps_exactly_the_live_rows(
 
 
 def test_a_migrated_lake_takes_new_batches_and_replacements(legacy: Path) -> None:
-    from tests.lake.test_lake import article, units, write
+    from tests.tasks.lake.test_lake import article, units, write
 
     migrate_legacy(str(legacy), Settings())
     lake = Lake.open(str(legacy), Settings())

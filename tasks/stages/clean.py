@@ -20,6 +20,9 @@ import trafilatura
 from lxml import etree
 from lxml.etree import ParserError
 from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
+from newsflow.tasks.schema import Article, RejectedArticle
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import Batch, StagePool, run_stage
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from readability import Document as Readability
@@ -36,10 +39,6 @@ from trafilatura.metadata import (
 )
 from trafilatura.settings import Document, set_date_params
 from trafilatura.utils import HTML_PARSER, load_html
-
-from tasks.batch import Batch, StagePool, run_stage
-from tasks.schema import Article, RejectedArticle
-from tasks.settings import Settings
 
 # trafilatura's parser gives each element its Python class through lxml.html's lookup, a
 # Python call every time lxml hands out an element: two million calls for 600 pages, 5 % of

@@ -1,6 +1,6 @@
 """Named entities by a linear-chain CRF (CRFsuite) over word features, for the languages
-it has a model for: a small file per language in `tasks/models/`, trained by
-`python -m evaluation.train_entities` (docs/quality.md: data, method, figures).
+it has a model for: a small file per language in `tasks/stages/models/`, trained by
+`python -m newsflow.evaluation.train_entities` (docs/quality.md: data, method, figures).
 
 `entities-en.crfsuite.gz` is trained on wikigold (Balasuriya et al. 2009), the Broad
 Twitter Corpus (Derczynski et al. 2016) and WNUT17 (Derczynski et al. 2017), each under
@@ -23,8 +23,7 @@ from importlib import resources
 
 import pycrfsuite
 import regex
-
-from tasks.schema import EntityLabel
+from newsflow.tasks.schema import EntityLabel
 
 MODEL_FOLDER = "models"
 LABELS: dict[str, EntityLabel] = {"PER": "PERSON", "LOC": "LOC", "ORG": "ORG"}
@@ -127,8 +126,8 @@ def token_features(words: list[str], known: list[tuple[str, ...]]) -> list[list[
 
 @cache
 def model_languages() -> frozenset[str]:
-    """Languages with a model shipped in `tasks/models/`."""
-    folder = resources.files("tasks") / MODEL_FOLDER
+    """Languages with a model shipped in `tasks/stages/models/`."""
+    folder = resources.files("newsflow.tasks.stages") / MODEL_FOLDER
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     return frozenset(
         n.removeprefix("entities-").removesuffix(".crfsuite.gz")
@@ -140,7 +139,9 @@ def model_languages() -> frozenset[str]:
 @cache
 def _model(language: str) -> bytes:
     """The model file, unpacked. CRFsuite reads it in place: it must outlive the tagger."""
-    path = resources.files("tasks") / MODEL_FOLDER / f"entities-{language}.crfsuite.gz"
+    path = (
+        resources.files("newsflow.tasks.stages") / MODEL_FOLDER / f"entities-{language}.crfsuite.gz"
+    )
     return gzip.decompress(path.read_bytes())
 
 

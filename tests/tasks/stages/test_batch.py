@@ -16,9 +16,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
-from tasks import extract, language
-from tasks.batch import (
+from newsflow.tasks.schema import Article, Reject, RejectedArticle
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages import extract, language
+from newsflow.tasks.stages.batch import (
     StagePool,
     _apply,
     keep_stage_pool,
@@ -26,8 +27,7 @@ from tasks.batch import (
     start_workers_early,
     trim_heap_above,
 )
-from tasks.schema import Article, Reject, RejectedArticle
-from tasks.settings import Settings
+
 from tests.corpus import make_article
 
 
@@ -172,7 +172,7 @@ glibc_only = pytest.mark.skipif(
 _HEAP_PROBE = """
 import os, sys, threading
 from pathlib import Path
-from tasks.batch import share_one_heap
+from newsflow.tasks.stages.batch import share_one_heap
 
 def rss():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

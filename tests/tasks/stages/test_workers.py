@@ -1,4 +1,4 @@
-"""The stage workers are forked from a process that has imported `tasks.workers`: that is
+"""The stage workers are forked from a process that has imported `newsflow.tasks.stages.workers`: that is
 only safe if the process then has no thread but its own (a forked child gets none of the
 others, and a lock one of them held stays locked)."""
 
@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _THREADS_AFTER_PRELOAD = """
 import os
-import tasks.workers
-from tasks import language
+import newsflow.tasks.stages.workers
+from newsflow.tasks.stages import language
 
 language.detect_language("Ceci est une phrase en français, assez longue pour lingua.")
 print(len(os.listdir("/proc/self/task")))

@@ -8,10 +8,9 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-
-from tasks.lake import ARTICLES, LEDGER, REJECTS, Lake, Ledger
-from tasks.schema import Article, Reject
-from tasks.settings import Settings
+from newsflow.tasks.lake import ARTICLES, LEDGER, REJECTS, Lake, Ledger
+from newsflow.tasks.schema import Article, Reject
+from newsflow.tasks.settings import Settings
 
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)
 
@@ -95,7 +94,7 @@ def test_a_batch_written_again_lands_once(lake: Lake) -> None:
 
 
 def _fingerprint(key: str, etag: str) -> bytes:
-    from tasks.schema import object_fingerprint
+    from newsflow.tasks.schema import object_fingerprint
 
     return object_fingerprint(key, etag)
 
@@ -191,7 +190,7 @@ def test_a_new_date_after_a_batch_killed_before_its_done_commit(
 ) -> None:
     """Version 1 (the 20th) reaches `articles`, the batch dies before its done commit;
     version 2 (the 25th) goes to another partition: the intent says where version 1 is."""
-    import tasks.lake.lake as lake_module
+    import newsflow.tasks.lake.lake as lake_module
 
     real = lake_module.delta.append_rows
 

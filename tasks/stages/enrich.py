@@ -16,13 +16,12 @@ import numpy as np
 import regex
 import rjieba
 from datasketch import MinHash
+from newsflow.tasks.schema import Article
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import Batch, StagePool, run_stage
+from newsflow.tasks.stages.stopwords import yake_stopwords
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from tasks.batch import Batch, StagePool, run_stage
-from tasks.schema import Article
-from tasks.settings import Settings
-from tasks.stopwords import yake_stopwords
 
 # A word for counting: letters and digits, with inner apostrophes and number separators
 # ("It's", "3.5", "10,000"), or one ideograph or kana, since Chinese and Japanese don't

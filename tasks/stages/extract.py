@@ -25,15 +25,14 @@ from functools import cache, lru_cache, partial
 from importlib import resources
 
 import regex
+from newsflow.tasks.schema import Article, Entity, EntityLabel, as_utc
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages import entities
+from newsflow.tasks.stages.batch import Batch, StagePool, run_stage
+from newsflow.tasks.stages.entities import Mention
+from newsflow.tasks.stages.stopwords import yake_stopwords
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from tasks import entities
-from tasks.batch import Batch, StagePool, run_stage
-from tasks.entities import Mention
-from tasks.schema import Article, Entity, EntityLabel, as_utc
-from tasks.settings import Settings
-from tasks.stopwords import yake_stopwords
 
 # Bylines and datelines sit in the first few short paragraphs of scraped text.
 HEAD_PARAGRAPHS = 5

@@ -7,9 +7,8 @@ from itertools import chain
 
 import numpy as np
 import pytest
-
-from evaluation.corpus import language_codes
-from tasks.language import (
+from newsflow.evaluation.corpus import language_codes
+from newsflow.tasks.stages.language import (
     _LOG_PROBABILITIES,
     _SMOOTHING,
     UNDETERMINED,
@@ -21,6 +20,7 @@ from tasks.language import (
     detect_language,
     split_passages,
 )
+
 from tests.corpus import corpus_pages, language_sentences, make_article, processed_seed
 
 # A spread of scripts and families langdetect knows, including its weak pairs' members.

@@ -21,9 +21,9 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
 
-from tasks import clean, enrich, extract, language  # noqa: F401  (loaded to be shared)
-from tasks.logs import quiet_library_loggers
-from tasks.settings import Settings
+from newsflow.tasks.logs import quiet_library_loggers
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages import clean, enrich, extract, language  # noqa: F401  (loaded to be shared)
 
 quiet_library_loggers(Settings().verbose)
 

@@ -8,10 +8,9 @@ import re
 
 import lxml.html
 import pytest
-from readability import Document as Readability
-from trafilatura.utils import HTML_PARSER, load_html
-
-from tasks.clean import (
+from newsflow.tasks.schema import Article, RejectedArticle
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.clean import (
     ELEMENT_LOOKUP,
     ReadabilityForText,
     clean_article,
@@ -27,11 +26,12 @@ from tasks.clean import (
     normalise_text,
     split_breadcrumb,
 )
-from tasks.enrich import enrich_article
-from tasks.extract import extract_article
-from tasks.language import detect_article_language
-from tasks.schema import Article, RejectedArticle
-from tasks.settings import Settings
+from newsflow.tasks.stages.enrich import enrich_article
+from newsflow.tasks.stages.extract import extract_article
+from newsflow.tasks.stages.language import detect_article_language
+from readability import Document as Readability
+from trafilatura.utils import HTML_PARSER, load_html
+
 from tests.corpus import (
     corpus_pages,
     language_sentences,

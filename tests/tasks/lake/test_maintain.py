@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
+from newsflow.tasks.lake import ARTICLES, LEDGER, REJECTS, Lake, maintain
+from newsflow.tasks.settings import Settings
 
-from tasks.lake import ARTICLES, LEDGER, REJECTS, Lake, maintain
-from tasks.settings import Settings
-from tests.lake.test_lake import article, reject, units, write
+from tests.tasks.lake.test_lake import article, reject, units, write
 
 
 def small_files_lake(uri: str, batches: int = 6) -> Lake:

@@ -22,13 +22,8 @@ from typing import Any
 
 import charset_normalizer
 from botocore.exceptions import ClientError
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-
-from tasks.batch import Batch
-from tasks.s3 import S3Location
-from tasks.schema import (
+from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.schema import (
     Article,
     ContentType,
     Reject,
@@ -36,7 +31,11 @@ from tasks.schema import (
     as_utc,
     object_fingerprint,
 )
-from tasks.settings import Settings
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import Batch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 logger = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {

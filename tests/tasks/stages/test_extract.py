@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
 import pytest
-
-from tasks import entities
-from tasks.extract import (
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages import entities
+from newsflow.tasks.stages.extract import (
     MIN_CONFIDENCE,
     author_from_text,
     date_from_text,
@@ -20,7 +20,7 @@ from tasks.extract import (
     rule_mentions,
     token_hints,
 )
-from tasks.settings import Settings
+
 from tests.corpus import corpus_pages, make_article, processed_seed, run_stages
 
 SEED_PEOPLE = ["Kolokoltsev", "Díaz-Canel", "Raúl Castro", "Boris Titov", "Putin"]

@@ -17,8 +17,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tasks.schema import Article, Reject, RejectedArticle
-from tasks.settings import Settings
+from newsflow.tasks.schema import Article, Reject, RejectedArticle
+from newsflow.tasks.settings import Settings
 
 StageFunction = Callable[[Article, Settings], Article]
 T = TypeVar("T")
@@ -250,7 +250,7 @@ def run_stage(
 
 
 # What the workers' server process imports before it forks them.
-_WORKER_PRELOAD = "tasks.workers"
+_WORKER_PRELOAD = "newsflow.tasks.stages.workers"
 
 # Pools started by `start_workers_early`, by worker count, for `stage_pool` to adopt.
 _early_pools: dict[int, StagePool] = {}
@@ -260,9 +260,9 @@ _kept_pools: dict[int, StagePool] = {}
 
 def _start_workers(workers: int) -> ProcessPoolExecutor:
     """Forked from a server process (multiprocessing's forkserver) that imports
-    `tasks.workers` first, so the stage modules and models load once, not once per worker;
-    not forked from the flow process, which runs Prefect's threads (forking a process
-    with threads can deadlock the child)."""
+    `newsflow.tasks.stages.workers` first, so the stage modules and models load once,
+    not once per worker; not forked from the flow process, which runs Prefect's threads
+    (forking a process with threads can deadlock the child)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([_WORKER_PRELOAD])
     # Importing it again in each worker costs nothing after the preload; it loads the

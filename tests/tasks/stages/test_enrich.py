@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import regex
-
-from tasks.clean import clean_html
-from tasks.enrich import (
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.clean import clean_html
+from newsflow.tasks.stages.enrich import (
     BANDS,
     content_hash,
     count_words,
@@ -23,8 +23,8 @@ from tasks.enrich import (
     extract_keywords,
     reading_minutes,
 )
-from tasks.settings import Settings
-from tasks.stopwords import yake_stopwords
+from newsflow.tasks.stages.stopwords import yake_stopwords
+
 from tests.corpus import corpus_pages, make_article, processed_seed, run_stages
 
 
@@ -118,7 +118,7 @@ def test_duplicate_bands_are_deterministic_int64s() -> None:
         [
             sys.executable,
             "-c",
-            "import json, sys; from tasks.enrich import duplicate_bands; "
+            "import json, sys; from newsflow.tasks.stages.enrich import duplicate_bands; "
             "print(json.dumps(duplicate_bands(sys.stdin.read())))",
         ],
         input=text,

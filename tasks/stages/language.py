@@ -35,12 +35,11 @@ from langdetect.detector import Detector
 from langdetect.detector_factory import PROFILES_DIRECTORY
 from langdetect.utils.ngram import NGram
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
+from newsflow.tasks.schema import Article
+from newsflow.tasks.settings import Settings
+from newsflow.tasks.stages.batch import Batch, StagePool, run_stage
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from tasks.batch import Batch, StagePool, run_stage
-from tasks.schema import Article
-from tasks.settings import Settings
 
 UNDETERMINED = "und"
 # Below this much evidence (about two short words) any answer is a coin toss. Letters and
