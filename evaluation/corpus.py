@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+
+def _find_corpus() -> Path:
+    """`../shared/corpus` beside the checkout: next to the working directory (an installed
+    package lives in site-packages, away from it) or to the source files."""
+    checkouts = (Path.cwd(), Path(__file__).resolve().parents[1])
+    candidates = [checkout.parent / "shared" / "corpus" for checkout in checkouts]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+DEFAULT_CORPUS = _find_corpus()
 
 _TOKEN = re.compile(r"\w+")
 
