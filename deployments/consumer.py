@@ -187,11 +187,19 @@ class Consumer:
     def _receive(self) -> list[dict[str, Any]]:
         """Long-poll until a first message comes (or a stop), then take what is queued,
         without waiting, up to `events_batch_objects` objects (one message announces one
-        object, as S3 sends them; SNS or hand-made messages may carry more)."""
+        object, as S3 sends them; SNS or hand-made messages may carry more) or for a third
+        of the visibility timeout: no renewal runs while a micro-batch is collected, and
+        on a slow queue (moto's SQS, 0.6 s a call on a busy machine) 1,000 messages took
+        longer than the timeout, so the first ones were received again."""
         messages = self._receive_call(self.settings.events_wait_seconds)
         while not messages and not self._stopping.is_set():
             messages = self._receive_call(self.settings.events_wait_seconds)
-        while messages and len(messages) < self.settings.events_batch_objects:
+        deadline = time.monotonic() + self.settings.events_visibility_seconds / 3
+        while (
+            messages
+            and len(messages) < self.settings.events_batch_objects
+            and time.monotonic() < deadline
+        ):
             more = self._receive_call(0)
             if not more:
                 break
