@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "ago: a read or a time-travel query of an older version needs them until then.",
     )
     commit_attempts: int = Field(
-        10,
+        20,
         ge=1,
         description="Tries of one Delta commit that keeps losing to concurrent commits to "
         "the same partitions before the write fails (and its task retries).",

@@ -194,7 +194,7 @@ def test_every_stopword_list_is_read() -> None:
     assert yake_stopwords("cs") and yake_stopwords("und") == frozenset()
 
 
-SAMPLES = Path(__file__).resolve().parents[2] / "flows" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "flows" / "samples"
 # The verbs of the demo samples' headlines, which YAKE's n-grams ended keyphrases with
 # ("Rotterdam extend", "workers extend", "Róterdam prolongan", "Bundesbahn kündigt").
 HEADLINE_VERBS = {"extend", "prolongan", "kündigt"}
