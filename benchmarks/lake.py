@@ -1,7 +1,7 @@
 """What the Delta lake costs: per-batch commits, opening tables, the ledger.
 
-    python -m benchmarks.lake [--commits 1000] [--open-commits 1000 --open-commits 10000]
-                              [--ledger-keys 1000000]
+    python -m benchmarks.lake [--commits 300] [--open-commits 1000 --open-commits 10000]
+                              [--ledger-keys 1000000] [--place local] [--place s3]
 
 On a local folder and on a moto S3 server on 127.0.0.1 (started here), it prints:
 
@@ -196,7 +196,9 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=300, help="batches to commit")
     parser.add_argument("--open-commits", type=int, action="append", help="repeatable")
     parser.add_argument("--ledger-keys", type=int, default=1_000_000)
-    parser.add_argument("--no-s3", action="store_true", help="local folder only")
+    parser.add_argument(
+        "--place", action="append", choices=["local", "s3"], help="where (default: both)"
+    )
     args = parser.parse_args()
     os.environ.update(
         AWS_CONFIG_FILE="/dev/null",
@@ -206,9 +208,10 @@ def main() -> None:
         AWS_DEFAULT_REGION="us-east-1",
     )
     workdir = Path(tempfile.mkdtemp(prefix="newsflow-lake-bench-"))
-    places = {"local": lambda name: str(workdir / name)}
+    wanted = args.place or ["local", "s3"]
+    places = {"local": lambda name: str(workdir / name)} if "local" in wanted else {}
     server = None
-    if not args.no_s3:
+    if "s3" in wanted:
         import boto3
 
         server, endpoint = start_s3_server()
