@@ -113,17 +113,30 @@ def replace_rows(
 
 
 def append_rows(
-    table_uri: str, rows: pa.Table, metadata: dict[str, str], options: dict[str, str] | None
+    table_uri: str,
+    rows: pa.Table,
+    metadata: dict[str, str],
+    options: dict[str, str] | None,
+    attempts: int,
 ) -> None:
-    """A blind append: never conflicts (delta-rs retries the version number itself)."""
-    write_deltalake(
-        table_uri,
-        rows,
-        mode="append",
-        storage_options=options,
-        writer_properties=WRITER_PROPERTIES,
-        commit_properties=commit_properties(metadata),
-    )
+    """Add `rows` in one commit. delta-rs counts an append as reading the table, so a
+    concurrent commit that removed files (maintenance rewriting the ledger) fails it;
+    it is tried again, like a replace: a failed commit wrote nothing."""
+    for attempt in range(attempts):
+        try:
+            write_deltalake(
+                table_uri,
+                rows,
+                mode="append",
+                storage_options=options,
+                writer_properties=WRITER_PROPERTIES,
+                commit_properties=commit_properties(metadata),
+            )
+            return
+        except CommitFailedError:
+            if attempt == attempts - 1:
+                raise
+            backoff(attempt)
 
 
 def create_table(

@@ -152,7 +152,13 @@ class Lake:
         intent = ledger_rows.set_column(
             ledger_rows.schema.get_field_index("done"), "done", pa.array([False] * len(ledger_rows))
         )
-        delta.append_rows(self.table_uri(LEDGER), intent, {**meta, "step": "intent"}, self.options)
+        delta.append_rows(
+            self.table_uri(LEDGER),
+            intent,
+            {**meta, "step": "intent"},
+            self.options,
+            self.settings.commit_attempts,
+        )
         ledger.refresh()
         report.commit_seconds["intent"] = (datetime.now(UTC) - started).total_seconds()
         previous = ledger.previous(keys)
@@ -187,7 +193,8 @@ class Lake:
 
         started = datetime.now(UTC)
         done = {**meta, "step": "done"}
-        delta.append_rows(self.table_uri(LEDGER), ledger_rows, done, self.options)
+        attempts = self.settings.commit_attempts
+        delta.append_rows(self.table_uri(LEDGER), ledger_rows, done, self.options, attempts)
         report.commit_seconds[LEDGER] = (datetime.now(UTC) - started).total_seconds()
         ledger.record(ledger_rows)
         return report

@@ -172,7 +172,7 @@ def migrate_legacy(uri: str, settings: Settings) -> MigrationReport:
         setattr(report, f"{dataset}_files", len(live[dataset]))
     lake = Lake.open(uri, settings)  # creates whichever table had no live file
     if ledger.num_rows:
-        delta.append_rows(lake.table_uri(LEDGER), ledger, {"operation": "migrate"}, lake.options)
+        delta.append_rows(lake.table_uri(LEDGER), ledger, {"operation": "migrate"}, lake.options, 1)
     report.ledger_objects = ledger.num_rows
     for name in BOOKKEEPING:
         path = posixpath.join(base, name)

@@ -174,11 +174,11 @@ def test_run_killed_between_data_and_ledger_commits_is_redone_once(
     original = lake_module.delta.append_rows
     calls = {"n": 0}
 
-    def die_on_second_ledger_append(uri, rows, metadata, options):
+    def die_on_second_ledger_append(uri, rows, metadata, *args):
         calls["n"] += metadata.get("step") == "done"
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated kill between the data and done commits")
-        return original(uri, rows, metadata, options)
+        return original(uri, rows, metadata, *args)
 
     monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "3")
     monkeypatch.setattr(lake_module.delta, "append_rows", die_on_second_ledger_append)

@@ -194,10 +194,10 @@ def test_a_new_date_after_a_batch_killed_before_its_done_commit(
 
     real = lake_module.delta.append_rows
 
-    def killed_at_done(uri: str, rows, metadata: dict[str, str], options) -> None:
+    def killed_at_done(uri: str, rows, metadata: dict[str, str], *args) -> None:
         if metadata.get("step") == "done":
             raise KeyboardInterrupt("killed before the done commit")
-        real(uri, rows, metadata, options)
+        real(uri, rows, metadata, *args)
 
     monkeypatch.setattr(lake_module.delta, "append_rows", killed_at_done)
     with pytest.raises(KeyboardInterrupt):
