@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.throughput import start_s3_server
 
 BATCH = 200
 SOURCES = 10
@@ -156,6 +156,7 @@ def ledger_costs(uri: str, keys: int) -> dict[str, float]:
                 "committed_at": [committed] * len(names),
                 "articles": [1] * len(names),
                 "rejects": [0] * len(names),
+                "done": [True] * len(names),
                 "partitions": [
                     [f"source=s{n % SOURCES}/date=2026-11-01"] for n in range(len(names))
                 ],
@@ -174,21 +175,6 @@ def ledger_costs(uri: str, keys: int) -> dict[str, float]:
         ledger.contains(page)
     lookup = (time.perf_counter() - started) / 100
     return {"keys": keys, "load": loaded, "lookup_ms": lookup * 1000}
-
-
-def start_s3_server() -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(3)
-    return server, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:
@@ -214,7 +200,7 @@ def main() -> None:
     if "s3" in wanted:
         import boto3
 
-        server, endpoint = start_s3_server()
+        server, endpoint = start_s3_server(dict(os.environ))
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         boto3.client("s3").create_bucket(Bucket=bucket)

@@ -60,23 +60,52 @@ def commit_properties(metadata: dict[str, str]) -> CommitProperties:
     return CommitProperties(custom_metadata={f"newsflow.{k}": v for k, v in metadata.items()})
 
 
-def with_retries(call: Callable[[], T], attempts: int) -> T:
-    """`call()`, tried again on `OSError`: delta-rs retries S3 requests that fail with a
-    status (500, 503, SlowDown), not one whose body is cut short, which it raises as an
-    OSError. Writes need no such wrapper: their Prefect task is retried."""
+def with_retries(
+    call: Callable[[], T], attempts: int, on: type[Exception] = OSError, first: int = 2
+) -> T:
+    """`call()`, tried again after a jittered wait when it raises `on`.
+
+    `OSError`: delta-rs retries S3 requests that fail with a status (500, 503,
+    SlowDown), not one whose body is cut short, which it raises as an OSError.
+    `CommitFailedError`: a concurrent commit touched what this one read; the call starts
+    over from the newest snapshot, and a failed commit wrote nothing."""
     for attempt in range(attempts):
         try:
             return call()
-        except OSError:
+        except on:
             if attempt == attempts - 1:
                 raise
-            backoff(attempt + 2)
+            backoff(attempt + first)
     raise AssertionError("unreachable")
 
 
 def backoff(attempt: int) -> None:
-    """Jittered exponential wait before a commit is tried again (0.05 s .. 2 s)."""
+    """Jittered exponential wait before a call is tried again (0.05 s .. 2 s)."""
     time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+
+
+def _write(
+    table_uri: str,
+    rows: pa.Table,
+    metadata: dict[str, str],
+    options: dict[str, str] | None,
+    attempts: int,
+    **mode: Any,
+) -> None:
+    """One commit of `rows`, redone from the newest snapshot while it loses to others."""
+    with_retries(
+        lambda: write_deltalake(
+            table_uri,
+            rows,
+            storage_options=options,
+            writer_properties=WRITER_PROPERTIES,
+            commit_properties=commit_properties(metadata),
+            **mode,
+        ),
+        attempts,
+        on=CommitFailedError,
+        first=0,
+    )
 
 
 def replace_rows(
@@ -94,22 +123,7 @@ def replace_rows(
     write starts over from the newest snapshot, so the rows it deletes include whatever
     that commit added: two writers replacing the same keys leave one copy.
     """
-    for attempt in range(attempts):
-        try:
-            write_deltalake(
-                table_uri,
-                rows,
-                mode="overwrite",
-                predicate=predicate,
-                storage_options=options,
-                writer_properties=WRITER_PROPERTIES,
-                commit_properties=commit_properties(metadata),
-            )
-            return
-        except CommitFailedError:
-            if attempt == attempts - 1:
-                raise
-            backoff(attempt)
+    _write(table_uri, rows, metadata, options, attempts, mode="overwrite", predicate=predicate)
 
 
 def append_rows(
@@ -121,22 +135,8 @@ def append_rows(
 ) -> None:
     """Add `rows` in one commit. delta-rs counts an append as reading the table, so a
     concurrent commit that removed files (maintenance rewriting the ledger) fails it;
-    it is tried again, like a replace: a failed commit wrote nothing."""
-    for attempt in range(attempts):
-        try:
-            write_deltalake(
-                table_uri,
-                rows,
-                mode="append",
-                storage_options=options,
-                writer_properties=WRITER_PROPERTIES,
-                commit_properties=commit_properties(metadata),
-            )
-            return
-        except CommitFailedError:
-            if attempt == attempts - 1:
-                raise
-            backoff(attempt)
+    it is tried again, like a replace."""
+    _write(table_uri, rows, metadata, options, attempts, mode="append")
 
 
 def create_table(
