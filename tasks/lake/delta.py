@@ -61,9 +61,12 @@ def commit_properties(metadata: dict[str, str]) -> CommitProperties:
 
 
 def with_retries(
-    call: Callable[[], T], attempts: int, on: type[Exception] = OSError, first: int = 2
+    call: Callable[[], T],
+    attempts: int,
+    on: tuple[type[Exception], ...] = (OSError,),
+    first: int = 2,
 ) -> T:
-    """`call()`, tried again after a jittered wait when it raises `on`.
+    """`call()`, tried again after a jittered wait when it raises one of `on`.
 
     `OSError`: delta-rs retries S3 requests that fail with a status (500, 503,
     SlowDown), not one whose body is cut short, which it raises as an OSError.
@@ -92,7 +95,10 @@ def _write(
     attempts: int,
     **mode: Any,
 ) -> None:
-    """One commit of `rows`, redone from the newest snapshot while it loses to others."""
+    """One commit of `rows`, redone from the newest snapshot while it loses to others or
+    a request's body is cut. Should a commit land and its answer be lost, the write
+    done again replaces its own rows (a replace) or adds a second copy of ledger rows
+    (an append), which the ledger reads as one."""
     with_retries(
         lambda: write_deltalake(
             table_uri,
@@ -103,7 +109,7 @@ def _write(
             **mode,
         ),
         attempts,
-        on=CommitFailedError,
+        on=(CommitFailedError, OSError),
         first=0,
     )
 

@@ -159,7 +159,7 @@ class Lake:
             self.options,
             self.settings.commit_attempts,
         )
-        ledger.refresh()
+        delta.with_retries(ledger.refresh, self.settings.s3_max_attempts)
         report.commit_seconds["intent"] = (datetime.now(UTC) - started).total_seconds()
         previous = ledger.previous(keys)
 

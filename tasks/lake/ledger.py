@@ -118,13 +118,12 @@ class Ledger:
         self._source.update_incremental()
         files = set(self._source.file_uris())
         added = {uri.rsplit("/", 1)[-1] for uri in files - self._files}
+        if added:
+            dataset = self._source.to_pyarrow_dataset()
+            fragments = [f for f in dataset.get_fragments() if f.path.rsplit("/", 1)[-1] in added]
+            self.record(pa.concat_tables([f.to_table(schema=dataset.schema) for f in fragments]))
+        # Only now: a read cut short above leaves the files to be read again on a retry.
         self._files = files
-        if not added:
-            return
-        dataset = self._source.to_pyarrow_dataset()
-        fragments = [f for f in dataset.get_fragments() if f.path.rsplit("/", 1)[-1] in added]
-        rows = pa.concat_tables([f.to_table(schema=dataset.schema) for f in fragments])
-        self.record(rows)
 
     def previous(self, keys: set[str]) -> dict[str, Previous]:
         """Where the rows of those of `keys` the lake may hold are: their current done

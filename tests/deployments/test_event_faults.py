@@ -150,6 +150,8 @@ def test_the_prefect_api_down_for_a_while_then_back_loses_nothing(
         with running_prefect_server(home, port):
             before = path.upload(s3, "before", 3)
             wait_until(lambda: keys_in_lake(path.output, before), 90, f"{before} ({path.log})")
+            # Their run ends, and only then are their messages deleted: both need the API.
+            wait_until(lambda: queued_messages(sqs, path.queue_url) == 0, 60, "the deletes")
 
         # The server is gone: these wait in the queue, retried, nothing dropped.
         during = path.upload(s3, "during", 10)

@@ -67,7 +67,11 @@ KILL_POINTS: list[tuple[str, dict[str, Any], str]] = [
     ("ledger loaded, nothing written", at_return("newsflow.tasks.lake.lake.Lake.ledger"), "run"),
     ("intent: append_rows called", at_call(f"{DELTA}.append_rows"), "run"),
     ("intent: data file written, not committed", at_new_file("ledger"), "run"),
-    ("intent committed, ledger not looked at again", at_line(WRITE, "ledger.refresh()"), "run"),
+    (
+        "intent committed, ledger not looked at again",
+        at_line(WRITE, "delta.with_retries(ledger.refresh"),
+        "run",
+    ),
     ("before the rejects commit", at_line(WRITE, "if reject_keys:"), "run"),
     ("replace_rows called", at_call(f"{DELTA}.replace_rows"), "run"),
     (

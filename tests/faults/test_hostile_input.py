@@ -63,7 +63,7 @@ def test_hostile_objects_are_all_accounted_for(
     assert all(reason.strip() for reason in reason_of.values()), "a reject without a reason"
     rows = {(key, line) for key, line, _, _ in view.articles}
     assert reason_of[("in/sizes/past-limit.txt", 0)].startswith("object of")
-    assert ("in/sizes/at-limit.txt", 0) in rows
+    assert ("in/sizes/at-limit.txt", 0) in rows, reason_of.get(("in/sizes/at-limit.txt", 0))
     assert ("in/sizes/decoded-at-limit.txt.gz", 0) in rows
     for bomb in ("decoded-past-limit.txt.gz", "bomb.html.gz", "bomb-text.txt.gz"):
         assert reason_of[(f"in/sizes/{bomb}", 0)].startswith("decompresses to more than")
