@@ -19,7 +19,8 @@ For each phase it prints PUT -> row latency p50/p90/p99/max (the row's `ingested
 stamped as its batch is written, just before the commit, minus the time its PUT began;
 for single uploads also the time until a reader sees the row), throughput (objects
 landed per second from the first PUT to the last row), CPU per object (the consumer and
-its workers; the Prefect server; `newsflow serve`), the processes of the consumer and of
+its workers; the Prefect server; `newsflow serve`; and, since they share the cores, the
+moto S3/SQS server and this process, which PUTs and polls), the processes of the consumer and of
 serve, their RSS at the phase's start and end and its peak, the queue's backlog, the
 slowest `/api/health` answer, and whether every object landed exactly once.
 """
@@ -60,6 +61,9 @@ PREFIX = "in/"
 _SAMPLE_SECONDS = 1.0
 _PSS_EVERY = 5
 _PUT_THREADS = 16
+# Processes counted with their children; those whose count and memory are sampled.
+_TREES = {"consumer", "serve", "server"}
+_SAMPLED = {"consumer", "serve"}
 
 
 # --- the stack ---------------------------------------------------------------------------
@@ -71,8 +75,10 @@ class Stack:
     api_url: str
     bucket: str
     queue_url: str
-    lake: Path
-    processes: dict[str, psutil.Process]  # consumer, serve, server
+    lake: LakeReader
+    # consumer, serve, server; and the S3/SQS server and this process, whose CPU is
+    # reported too: they share the two cores with what is measured.
+    processes: dict[str, psutil.Process]
     s3: Any
     sqs: Any
 
@@ -123,22 +129,42 @@ class Pages:
         return f"{PREFIX}{source}/{phase}/{number:07d}.html", page.encode()
 
 
-def lake_rows(lake: Path) -> list[tuple[str, float]]:
-    """(object_key, ingested_at as a Unix time) of every article and reject row a reader
-    of the lake sees now."""
-    from newsflow.tasks.lake import ARTICLES, REJECTS, Lake
-    from newsflow.tasks.settings import Settings
+class LakeReader:
+    """(object_key, ingested_at) of every article and reject row a reader of the lake sees
+    now, reading only the data files added since the last look: a full read of a lake of
+    thousands of files every few seconds would take a core from the system measured."""
 
-    if not all((lake / name / "_delta_log").exists() for name in (ARTICLES, REJECTS)):
-        return []  # the consumer's first run creates the tables
-    opened = Lake.open(str(lake), Settings())
-    rows = []
-    for name in (ARTICLES, REJECTS):
-        table = opened.table(name).to_pyarrow_table(columns=["object_key", "ingested_at"])
-        keys = table.column("object_key").to_pylist()
-        times = [value.timestamp() for value in table.column("ingested_at").to_pylist()]
-        rows += zip(keys, times, strict=True)
-    return rows
+    def __init__(self, lake: Path) -> None:
+        self.lake = lake
+        self._tables: dict[str, Any] = {}
+        self._rows_of_file: dict[str, list[tuple[str, float]]] = {}
+
+    def rows(self) -> list[tuple[str, float]]:
+        from deltalake import DeltaTable
+        from newsflow.tasks.lake import ARTICLES, REJECTS
+
+        rows: list[tuple[str, float]] = []
+        for name in (ARTICLES, REJECTS):
+            table = self._tables.get(name)
+            if table is None:
+                if not (self.lake / name / "_delta_log").exists():
+                    return []  # the consumer's first run creates the tables
+                table = self._tables[name] = DeltaTable(str(self.lake / name))
+            table.update_incremental()
+            for uri in table.file_uris():
+                if uri not in self._rows_of_file:
+                    self._rows_of_file[uri] = _key_times(uri)
+                rows += self._rows_of_file[uri]
+        return rows
+
+
+def _key_times(uri: str) -> list[tuple[str, float]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(uri, columns=["object_key", "ingested_at"])
+    keys = table.column("object_key").to_pylist()
+    times = [value.timestamp() for value in table.column("ingested_at").to_pylist()]
+    return list(zip(keys, times, strict=True))
 
 
 # --- sampling while a phase runs ---------------------------------------------------------
@@ -202,7 +228,10 @@ class Sampler:
         self.consumer_main_cpu = 0.0
 
     def _trees(self) -> dict[str, list[psutil.Process]]:
-        return {name: _tree(process) for name, process in self.stack.processes.items()}
+        return {
+            name: _tree(process) if name in _TREES else [process]
+            for name, process in self.stack.processes.items()
+        }
 
     def _consumer_main_cpu(self) -> float:
         return _cpu([self.stack.processes["consumer"]])
@@ -230,7 +259,7 @@ class Sampler:
                 if self._stop.is_set():
                     return
                 for name, tree in self._trees().items():
-                    if name == "server":
+                    if name not in _SAMPLED:
                         continue
                     samples.processes[name] = max(samples.processes[name], len(tree))
                     if poll % _PSS_EVERY == 0:
@@ -279,7 +308,7 @@ def _put(stack: Stack, key: str, body: bytes, put_at: dict[str, float]) -> None:
 def _wait_landed(stack: Stack, keys: set[str], timeout: float) -> list[tuple[str, float]]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = lake_rows(stack.lake)
+        rows = stack.lake.rows()
         if keys <= {key for key, _ in rows}:
             return rows
         if time.monotonic() > deadline:
@@ -313,7 +342,7 @@ def run_single(stack: Stack, pages: Pages, count: int, gap: float) -> Phase:
     for _ in range(count):
         key, body = pages.next("single")
         _put(stack, key, body, put_at)
-        while key not in {k for k, _ in lake_rows(stack.lake)}:
+        while key not in {k for k, _ in stack.lake.rows()}:
             time.sleep(0.1)
         seen_at[key] = time.time()
         time.sleep(gap)
@@ -415,7 +444,7 @@ def report(phase: Phase, batch_rate: float | None) -> None:
         + ", ".join(
             f"{name} {seconds / uploaded * 1000:.0f} ms" for name, seconds in phase.cpu.items()
         )
-        + f" (total {sum(phase.cpu.values()) / uploaded * 1000:.0f} ms; the consumer's main "
+        + f" (all {sum(phase.cpu.values()) / uploaded * 1000:.0f} ms; the consumer's main "
         f"process {phase.consumer_main_cpu / uploaded * 1000:.0f} ms of its share)"
     )
     samples = phase.samples
@@ -494,7 +523,8 @@ def main() -> None:
         "serve": psutil.Process(serve.pid),
         "server": psutil.Process(server.pid),
     }
-    stack = Stack(env, api_url, bucket, queue_url, lake, processes, s3, sqs)
+    processes |= {"moto": psutil.Process(s3_server.pid), "benchmark": psutil.Process()}
+    stack = Stack(env, api_url, bucket, queue_url, LakeReader(lake), processes, s3, sqs)
     print(f"workdir {workdir}; S3 {endpoint}; Prefect API {api_url}", flush=True)
     pages = Pages()
     phases: list[Phase] = []

@@ -5,11 +5,13 @@ The consumer takes whatever is queued (up to `events_batch_objects` objects), ru
 `ingest-articles` flow run in this process for those keys, with the stage workers kept
 warm from one micro-batch to the next, and deletes the messages only once the run has
 returned, that is once its objects are committed. Meanwhile it receives the next
-micro-batch; what arrives after that waits in the queue. So the cost of a run is shared
-by more objects as the rate grows, and the queue, not the process, holds any backlog.
+micro-batch, and deletes the previous one's messages; what arrives after that waits in
+the queue. So the cost of a run is shared by more objects as the rate grows, and the
+queue, not the process, holds any backlog.
 
-While a micro-batch runs, its messages stay invisible to other consumers: their
-visibility timeout is renewed every third of `events_visibility_seconds`. If this
+While a micro-batch runs, its messages stay invisible to other consumers: a message's
+visibility timeout is renewed once less than half of `events_visibility_seconds` is
+left of it, so a micro-batch done within half the timeout costs no renewal call. If this
 process dies, they come back that long after the last renewal, and the run that takes
 them again finds what was committed in the lake: each object is written once. A run that
 fails (the Prefect API or S3 unreachable; bad input never fails a run, it becomes a
@@ -25,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -119,8 +121,9 @@ class Consumer:
         self.ingest = ingest
         self.settings = settings
         self._stopping = threading.Event()
-        # Messages received and neither deleted nor let go: message id -> receipt handle.
-        self._held: dict[str, str] = {}
+        # Messages received and neither deleted nor let go: message id -> (receipt
+        # handle, when its visibility timeout ends on the monotonic clock).
+        self._held: dict[str, tuple[str, float]] = {}
         self._held_lock = threading.Lock()
 
     def stop(self) -> None:
@@ -130,13 +133,18 @@ class Consumer:
         """Micro-batches until stopped; the one in progress finishes (or, while its run
         keeps failing, its messages go back to the queue) first.
 
-        The next micro-batch is received while the current one runs, so the cores do not
-        wait for the receive calls (10 messages each) between runs; its messages are held
-        invisible with the current ones. At most two micro-batches are held at once.
+        The next micro-batch is received, and the previous one's messages deleted, while
+        the current one runs, so the cores do not wait for those calls (10 messages each)
+        between runs; the next one's messages are held invisible with the current ones.
+        At most two micro-batches are held at once, and a third waits to be deleted.
         """
         logger.info("consuming %s for %s", self.queue_url, self.location)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-receive") as receiver:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-receive") as receiver,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-delete") as deleter,
+        ):
             upcoming = receiver.submit(self._receive)
+            deleting: Future[None] | None = None
             while not self._stopping.is_set():
                 try:
                     messages = upcoming.result()
@@ -147,7 +155,10 @@ class Consumer:
                     upcoming = receiver.submit(self._receive)
                     continue
                 upcoming = receiver.submit(self._receive)
-                self.handle(messages)
+                committed = self._ingest_messages(messages)
+                if deleting is not None:
+                    deleting.result()  # one micro-batch's deletes in flight at a time
+                deleting = deleter.submit(self._delete_logged, committed)
             with suppress(Exception):  # unreachable: they come back after their timeout
                 self._change_visibility(self._parse(upcoming.result()), 0)
         logger.info("stopped")
@@ -160,14 +171,18 @@ class Consumer:
     def handle(self, messages: list[dict[str, Any]]) -> int:
         """Ingest the objects the messages announce and delete the messages; the number
         of objects committed (0 if their run never succeeded before a stop)."""
+        committed = self._ingest_messages(messages)
+        self._delete(committed)
+        return len(keys_to_ingest(committed, self.location))
+
+    def _ingest_messages(self, messages: list[dict[str, Any]]) -> list[Notification]:
+        """Ingest the objects the messages announce; the notifications whose objects are
+        now committed, to be deleted (none if their run never succeeded before a stop)."""
         notifications = self._parse(messages)
-        if not notifications:
-            return 0
         keys = keys_to_ingest(notifications, self.location)
         if keys and not self._ingest_holding(notifications, keys):
-            return 0
-        self._delete(notifications)
-        return len(keys)
+            return []
+        return notifications
 
     def _parse(self, messages: list[dict[str, Any]]) -> list[Notification]:
         notifications = []
@@ -215,8 +230,9 @@ class Consumer:
             VisibilityTimeout=self.settings.events_visibility_seconds,
         )
         messages = list(response.get("Messages", []))
+        visible_at = time.monotonic() + self.settings.events_visibility_seconds
         with self._held_lock:
-            self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in messages)
+            self._held.update((m["MessageId"], (m["ReceiptHandle"], visible_at)) for m in messages)
         return messages
 
     def _ingest_holding(self, notifications: list[Notification], keys: list[str]) -> bool:
@@ -255,17 +271,35 @@ class Consumer:
         return True
 
     def _keep_invisible(self, done: threading.Event) -> None:
-        """Renew every held message (this micro-batch's and the next one's, received
-        meanwhile) every third of the visibility timeout until `done`."""
-        while not done.wait(self.settings.events_visibility_seconds / 3):
+        """Until `done`, renew the held messages (this micro-batch's and the next one's,
+        received meanwhile) that have less than half the visibility timeout left; it
+        looks every sixth of the timeout, so a renewal comes at least a third before the
+        end."""
+        timeout = self.settings.events_visibility_seconds
+        while not done.wait(timeout / 6):
+            now = time.monotonic()
             with self._held_lock:
-                held = [Notification(i, handle) for i, handle in self._held.items()]
+                due = [
+                    Notification(message_id, handle)
+                    for message_id, (handle, visible_at) in self._held.items()
+                    if visible_at - now < timeout / 2
+                ]
+            if not due:
+                continue
             try:
-                self._change_visibility(held, self.settings.events_visibility_seconds, keep=True)
+                self._change_visibility(due, timeout, keep=True)
             except Exception:
                 # SQS unreachable: the next renewal may reach it; if none does, another
                 # consumer may take the messages, and the lake still writes each once.
                 logger.exception("could not renew the messages' visibility")
+                continue
+            with self._held_lock:
+                for notification in due:
+                    if notification.message_id in self._held:
+                        self._held[notification.message_id] = (
+                            notification.receipt_handle,
+                            now + timeout,
+                        )
 
     def _change_visibility(
         self, notifications: list[Notification], seconds: int, *, keep: bool = False
@@ -282,6 +316,14 @@ class Consumer:
                 "VisibilityTimeout": seconds,
             },
         )
+
+    def _delete_logged(self, notifications: list[Notification]) -> None:
+        try:
+            self._delete(notifications)
+        except Exception:
+            # SQS unreachable: the messages come back after their timeout, and the run that
+            # takes them again finds their objects in the lake.
+            logger.exception("could not delete %d messages", len(notifications))
 
     def _delete(self, notifications: list[Notification]) -> None:
         self._let_go([n.message_id for n in notifications])
