@@ -10,6 +10,7 @@ paragraph cleanup, Unicode repair (ftfy) and whitespace normalisation.
 
 from __future__ import annotations
 
+import math
 import re
 from contextlib import suppress
 from copy import copy
@@ -78,6 +79,8 @@ RESCUE_OVERLAP = 0.8
 # call to action, not prose; shorter link texts ("Dawson's Creek", product names in a
 # list) are legitimately whole list items.
 MIN_LINK_PARAGRAPH_WORDS = 4
+# A link whose text is its own address is a reference the author pasted in, not a headline.
+_WEB_ADDRESS = re.compile(r"(?:https?://|www\.)\S+")
 # Block elements of readability's summary: each starts a paragraph.
 BLOCK_TAGS = frozenset(
     [
@@ -137,7 +140,8 @@ HEAD_PROSE_WORDS = 60
 _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
 _TIME = re.compile(r"\b\d{1,2}[:.]\d\d\b")
 _MONTH = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b\.?")
-_NUMERIC_DATE = re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b")
+# One separator throughout: a stock quote's "225.86-12.99-5.44%" is not a date.
+_NUMERIC_DATE = re.compile(r"\b\d{1,4}([/.-])\d{1,2}\1\d{1,4}\b")
 _BYLINE_WORDS = frozenset({"by", "por", "par", "von", "di", "door", "av", "przez"})
 # Text with fewer letters than this share of its characters is markup or number debris;
 # sports standings and results tables, the most numeric real articles, are near 0.4.
@@ -181,13 +185,15 @@ _FOOTER_MARKERS = re.compile(
 )
 # Furniture that also appears inside the body ("Read more: <headline>" between
 # paragraphs, a copyright line under a photo, a newsletter box that splits the article,
-# wire-service credits): dropped, but not the end of the article.
+# wire-service credits, an ad slot's label): dropped, but not the end of the article.
 _INLINE_FURNITURE = re.compile(
     r"^(?:read (?:more|also|next)\b|don'?t miss\b|all rights reserved|©|copyright\b"
     r"|sign up\b|subscribe\b|click here\b|see more:|also:|more:$|\[related:|popular on\b"
     r"|source:|related (?:articles?|posts?|stories|news|content|coverage):"
     r"|lee tambi[eé]n|leia (?:tamb[eé]m|mais)\b|(?:[àa] )?lire aussi|lesen sie auch"
-    r"|mehr zum thema|leggi anche|читайте также)"
+    r"|mehr zum thema|leggi anche|читайте также"
+    r"|advert(?:isement)?$|continue reading below$|anzeige$|publicidad$|publicit[ée]$"
+    r"|pubblicit[àa]$|реклама$)"
 )
 # Footer markers that also head boxes inside the article (related links, a comment
 # count by the byline): they end the article only in its second half.
@@ -208,10 +214,15 @@ _FOOTER_NOTICES = re.compile(
     r"|(?:this (?:web)?site|we) uses? cookies"
     r"|este sitio usa akismet|ce site utilise akismet|diese website verwendet akismet"
 )
+# A copyright notice ("© 2019 Publisher", "All rights reserved") closes the page's content:
+# the article's passage does not run across one. Photo credits ("© 2019 Getty Images")
+# are excepted, since they stand inside articles.
+_RIGHTS_RESERVED = re.compile(r"\ball rights? reserved\b", re.IGNORECASE)
+_COPYRIGHT_SIGN = re.compile(r"©|\bcopyright\b", re.IGNORECASE)
 # Wire-service credits ("Reporting by …; Editing by …"), however many names they list.
 _CREDITS = re.compile(r"^\(?(?:additional )?(?:reporting|writing|editing) by\b")
 # A short paragraph naming a newsletter is a sign-up box, whatever its wording.
-_NEWSLETTER = re.compile(r"\bnewsletters?\b|\byour inbox\b")
+_NEWSLETTER = re.compile(r"\bnewsletters?\b|\byour (?:inbox|letterbox|mailbox)\b")
 MAX_APPEAL_WORDS = 40
 
 
@@ -315,19 +326,52 @@ def dedupe_paragraphs(paragraphs: list[str]) -> list[str]:
 
 def densest_passage(paragraphs: list[str]) -> list[str]:
     """The contiguous run of paragraphs with the most prose net of short lines (the
-    maximum-sum stretch, as in body-text extraction by Finn et al.); all of them when
-    there is no prose at all."""
-    best, best_span = 0, (0, len(paragraphs))
-    running, start = 0, 0
-    for i, paragraph in enumerate(paragraphs):
-        score = _word_count(paragraph) if _is_prose(paragraph) else -SHORT_LINE_COST
+    maximum-sum stretch, as in body-text extraction by Finn et al.), not running across a
+    copyright notice; all of them when there is no prose at all. Prose the page also shows
+    outside the run is a widget shown twice (a news ticker above and below the article,
+    a teaser repeated in a sidebar), not the article, which a page shows once: every copy
+    of it counts as a short line and the run is chosen again."""
+    scores = [_line_score(p) for p in paragraphs]
+    start, end = _best_span(scores)
+    inside = {paragraphs[i] for i in range(start, end) if scores[i] > 0}
+    shown_twice = inside & (set(paragraphs[:start]) | set(paragraphs[end:]))
+    if shown_twice:
+        for i, paragraph in enumerate(paragraphs):
+            if paragraph in shown_twice:
+                scores[i] = -SHORT_LINE_COST
+        start, end = _best_span(scores)
+    return paragraphs[start:end]
+
+
+def _line_score(paragraph: str) -> float:
+    """A prose line's words for it, a short line SHORT_LINE_COST against, a copyright
+    notice a wall."""
+    if _is_copyright_notice(paragraph):
+        return -math.inf
+    return _word_count(paragraph) if _is_prose(paragraph) else -SHORT_LINE_COST
+
+
+def _is_copyright_notice(paragraph: str) -> bool:
+    """'All rights reserved', or a copyright sign with a year; not a photo credit."""
+    notice = _RIGHTS_RESERVED.search(paragraph) or (
+        _COPYRIGHT_SIGN.search(paragraph) and _YEAR.search(paragraph)
+    )
+    return bool(notice) and not _is_credit(paragraph)
+
+
+def _best_span(scores: list[float]) -> tuple[int, int]:
+    """(start, end) of the maximum-sum run of scores (Kadane); all of them when none is
+    positive."""
+    best, best_span = 0.0, (0, len(scores))
+    running, start = 0.0, 0
+    for i, score in enumerate(scores):
         if running <= 0:
             running, start = score, i
         else:
             running += score
         if running > best:
             best, best_span = running, (start, i + 1)
-    return paragraphs[best_span[0] : best_span[1]]
+    return best_span
 
 
 def _word_count(paragraph: str) -> int:
@@ -461,17 +505,20 @@ def clean_scraped_text(text: str, title: str | None = None) -> tuple[str, str | 
 def drop_page_header(
     paragraphs: list[str], title: str | None, description: str | None
 ) -> list[str]:
-    """Remove the headline (the page title, perhaps without the site name the <title>
-    adds) from the top of extracted text, and the standfirst under it when it is the
-    page's meta description: both are page furniture, not the article body."""
+    """Remove the headline (the page title, perhaps without the site name or section the
+    <title> adds after or before it) from the top of extracted text, and the standfirst
+    under it when it is the page's meta description: both are page furniture, not the
+    article body."""
     if not title:
         return paragraphs
     title_key = _key(title)
     dropped = False
     while paragraphs:
         head_key = _key(paragraphs[0])
-        suffixed = title_key.startswith(f"{head_key} ") and len(head_key.split()) >= 3
-        if not head_key or not (head_key == title_key or suffixed):
+        affixed = len(head_key.split()) >= 3 and (
+            title_key.startswith(f"{head_key} ") or title_key.endswith(f" {head_key}")
+        )
+        if not head_key or not (head_key == title_key or affixed):
             break
         paragraphs, dropped = paragraphs[1:], True
     if dropped and description and paragraphs and _key(paragraphs[0]) == _key(description):
@@ -480,11 +527,14 @@ def drop_page_header(
 
 
 def drop_link_paragraphs(paragraphs: list[str], link_keys: frozenset[str]) -> list[str]:
-    """Remove paragraphs that are the whole text of one of the page's links."""
+    """Remove paragraphs that are the whole text of one of the page's links, unless that
+    text is a web address: a link showing its own address was pasted in by the author."""
     return [
         p
         for p in paragraphs
-        if len(key := _key(p).split()) < MIN_LINK_PARAGRAPH_WORDS or " ".join(key) not in link_keys
+        if len(key := _key(p).split()) < MIN_LINK_PARAGRAPH_WORDS
+        or " ".join(key) not in link_keys
+        or _WEB_ADDRESS.fullmatch(p)
     ]
 
 

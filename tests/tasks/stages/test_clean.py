@@ -235,6 +235,51 @@ def test_a_related_box_inside_the_article_does_not_end_it() -> None:
     assert [p for p in kept if p in prose] == prose
 
 
+def _teaser(i: int) -> str:
+    return (
+        f"Teaser {i} sums up another story on the site in thirty words or so, with enough "
+        "of its opening to tempt a reader to follow the link and read the rest of it"
+    )
+
+
+STORY = [
+    f"Paragraph {i} of the article says what happened on Monday, who was there, and why it "
+    "matters to the town."
+    for i in range(3)
+]
+
+
+def test_a_ticker_shown_above_and_below_the_article_is_not_the_article() -> None:
+    """The ticker outweighs the article, but a page shows its article once; prose it also
+    shows outside the chosen stretch is a widget."""
+    ticker = [line for i in range(5) for line in (f"Headline {i} of the ticker", _teaser(i))]
+    menu = [f"Section {i}" for i in range(30)]
+    text = "\n\n".join(["Home", *ticker, *STORY, *menu, *ticker])
+    assert clean_scraped_text(text)[0] == "\n\n".join(STORY)
+
+
+def test_the_passage_does_not_run_across_a_copyright_notice() -> None:
+    """The grid of teasers after the page's copyright line would add to the article's
+    stretch, net of its short lines; a photo credit with a year inside the article is not
+    that line."""
+    photo = ["Crews clear a fallen tree.", "Photo: \u00a9 2019 Ann Roe/Getty Images"]
+    story = [*STORY[:2], *photo, STORY[2]]
+    grid = [line for i in range(2) for line in (f"Story {i}", _teaser(i), "2H ago")]
+    text = "\n\n".join(["Home", *story, "\u00a9 2019 Example Media. All rights reserved.", *grid])
+    assert clean_scraped_text(text)[0] == "\n\n".join(STORY)
+
+
+def test_a_stock_quote_is_not_a_date_line() -> None:
+    """A date uses one separator throughout; "225.86-12.99-5.44%" is a price, so the
+    paragraph above it is not a header to drop."""
+    quote = "EXMP EXAMPLE STORES INC. 225.86-12.99-5.44%"
+    text = "\n\n".join(["Home", STORY[0], quote, *STORY[1:]])
+    assert clean_scraped_text(text)[0] == "\n\n".join([STORY[0], quote, *STORY[1:]])
+    standfirst = "Thousands are without power after the worst storm in a decade hit the town."
+    dated = "\n\n".join(["Home", "Storm hits the coast", standfirst, "19.11.2019", *STORY])
+    assert clean_scraped_text(dated)[0] == "\n\n".join(["19.11.2019", *STORY])
+
+
 def test_photo_captions_are_dropped() -> None:
     body = [
         "First paragraph.",
@@ -307,6 +352,11 @@ def test_furniture_inside_the_body_is_dropped_without_cutting() -> None:
     assert cut_footer(body) == ["One.", "Two.", "Three.", "Four."]
 
 
+def test_ad_slot_labels_are_dropped_without_cutting() -> None:
+    body = ["One.", "Advertisement", "Two.", "ADVERTISEMENT", "Three.", "Continue Reading Below"]
+    assert cut_footer([*body, "Anzeige", "Four."]) == ["One.", "Two.", "Three.", "Four."]
+
+
 def test_prose_starting_like_a_marker_is_kept() -> None:
     body = [
         "One.",
@@ -372,7 +422,14 @@ def test_readability_without_its_javascript_pass_reads_every_corpus_page_the_sam
         assert ours == _summary_text(Readability(load_html(page.html))), page.page_id
 
 
-@pytest.mark.parametrize("title", ["Storm hits the coast", "Storm hits the coast | Example News"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Storm hits the coast",
+        "Storm hits the coast | Example News",
+        "Opinion | Storm hits the coast",
+    ],
+)
 def test_headline_and_its_standfirst_come_off_the_top(title: str) -> None:
     standfirst = "Thousands are without power after the worst storm in a decade."
     body = ["Storm hits the coast", standfirst, "A storm hit the coast on Monday.", "More."]
@@ -390,11 +447,19 @@ def test_paragraphs_that_are_a_whole_link_are_dropped() -> None:
     assert drop_link_paragraphs(body, links) == ["Intro.", "Dawson's Creek", "End."]
 
 
+def test_a_link_showing_its_own_address_is_kept() -> None:
+    """A bare address under a list item was pasted in by the author, not a headline."""
+    links = frozenset({"http example com 2ab3cd", "www example com offers"})
+    body = ["1) A toy train", "http://example.com/2ab3cd", "www.example.com/offers", "End."]
+    assert drop_link_paragraphs(body, links) == body
+
+
 def test_newsletter_boxes_and_wire_credits_are_dropped_without_cutting() -> None:
     body = [
         "First paragraph.",
         "Pick Six Newsletter",
         "Get the day's big stories and fun stuff you love, delivered to your inbox.",
+        "Get Example Monthly delivered through your letterbox. 12 issues for \u00a311.99.",
         "Second paragraph.",
         "Third paragraph.",
         "Reporting by Jane Doe; additional reporting by John Roe, Ann Poe and Bob Loe; "
