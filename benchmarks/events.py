@@ -60,6 +60,9 @@ from benchmarks.throughput import (
 PREFIX = "in/"
 _SAMPLE_SECONDS = 1.0
 _PSS_EVERY = 5
+# Every 5 s too: moto's SQS computes a queue's attributes by walking its messages, and
+# asking every second took a third of moto's CPU with 1,000 messages queued.
+_BACKLOG_EVERY = 5
 _PUT_THREADS = 16
 # Processes counted with their children; those whose count and memory are sampled.
 _TREES = {"consumer", "serve", "server"}
@@ -212,8 +215,8 @@ class Samples:
 
 
 class Sampler:
-    """Samples processes, the queue's backlog and `/api/health` every second, and PSS
-    every 5 s (reading it costs ~15 ms per GB); CPU of each process tree is the
+    """Samples processes and `/api/health` every second, and the queue's backlog and PSS
+    every 5 s (reading PSS costs ~15 ms per GB); CPU of each process tree is the
     difference between `start` and `stop` (as last seen, so a process that ends within a
     second loses up to a second of CPU)."""
 
@@ -252,6 +255,18 @@ class Sampler:
         self.consumer_main_cpu = self._consumer_main_cpu() - self._main_start
         return self.samples
 
+    def _backlog(self) -> int:
+        attributes = self.stack.sqs.get_queue_attributes(
+            QueueUrl=self.stack.queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
     def _run(self) -> None:
         samples = self.samples
         with httpx.Client(timeout=30) as http:
@@ -264,17 +279,8 @@ class Sampler:
                     samples.processes[name] = max(samples.processes[name], len(tree))
                     if poll % _PSS_EVERY == 0:
                         samples.pss_mib.setdefault(name, []).append(_pss_mib(tree))
-                attributes = self.stack.sqs.get_queue_attributes(
-                    QueueUrl=self.stack.queue_url,
-                    AttributeNames=[
-                        "ApproximateNumberOfMessages",
-                        "ApproximateNumberOfMessagesNotVisible",
-                    ],
-                )["Attributes"]
-                samples.backlog.append(
-                    int(attributes["ApproximateNumberOfMessages"])
-                    + int(attributes["ApproximateNumberOfMessagesNotVisible"])
-                )
+                if poll % _BACKLOG_EVERY == 0:  # moto counts them message by message
+                    samples.backlog.append(self._backlog())
                 started = time.monotonic()
                 try:
                     http.get(f"{self.stack.api_url}/health").raise_for_status()
@@ -454,7 +460,8 @@ def report(phase: Phase, batch_rate: float | None) -> None:
             f"the start, {pss[-1]:.0f} at the end, peak {max(pss):.0f} (5-s samples)"
         )
     if samples.backlog:
-        at_end = samples.backlog[min(len(samples.backlog) - 1, int(phase.seconds_uploading))]
+        sample = int(phase.seconds_uploading / (_SAMPLE_SECONDS * _BACKLOG_EVERY))
+        at_end = samples.backlog[min(len(samples.backlog) - 1, sample)]
         print(
             f"queue backlog (visible + in flight): peak {max(samples.backlog)}, "
             f"{at_end} when the uploads ended"

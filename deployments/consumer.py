@@ -26,9 +26,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -125,48 +125,51 @@ class Consumer:
         # handle, when its visibility timeout ends on the monotonic clock).
         self._held: dict[str, tuple[str, float]] = {}
         self._held_lock = threading.Lock()
+        # Received, not yet taken into a micro-batch (`run`); at most events_batch_objects.
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_changed = threading.Condition()
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._buffer_changed:
+            self._buffer_changed.notify_all()
 
     def run(self) -> None:
         """Micro-batches until stopped; the one in progress finishes (or, while its run
-        keeps failing, its messages go back to the queue) first.
+        keeps failing, its messages go back to the queue) first, and what was received
+        but not begun is handed back at once.
 
-        The next micro-batch is received, and the previous one's messages deleted, while
-        the current one runs, so the cores do not wait for those calls (10 messages each)
-        between runs; the next one's messages are held invisible with the current ones.
-        At most two micro-batches are held at once, and a third waits to be deleted.
+        A receiver thread keeps taking messages into a buffer of at most
+        `events_batch_objects` while a micro-batch runs, and the previous micro-batch's
+        messages are deleted meanwhile, so the cores never wait for those calls (10
+        messages each, 0.5 s apiece on a busy moto) between runs. A micro-batch is what
+        the buffer holds when the previous one ends: one object on an idle queue, up to
+        the cap under load. So at most two micro-batches are held at once, and a third
+        waits to be deleted.
         """
         logger.info("consuming %s for %s", self.queue_url, self.location)
-        with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-receive") as receiver,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-delete") as deleter,
-        ):
-            upcoming = receiver.submit(self._receive)
+        receiver = threading.Thread(target=self._receive_into_buffer, name="sqs-receive")
+        with self._renewing(), ThreadPoolExecutor(1, thread_name_prefix="sqs-delete") as deleter:
+            receiver.start()
             deleting: Future[None] | None = None
-            while not self._stopping.is_set():
-                try:
-                    messages = upcoming.result()
-                except Exception:
-                    # SQS unreachable: nothing was taken, or what was comes back by itself.
-                    logger.exception("receiving failed; retrying in 5 s")
-                    self._stopping.wait(5)
-                    upcoming = receiver.submit(self._receive)
-                    continue
-                upcoming = receiver.submit(self._receive)
-                committed = self._ingest_messages(messages)
-                if deleting is not None:
-                    deleting.result()  # one micro-batch's deletes in flight at a time
-                deleting = deleter.submit(self._delete_logged, committed)
-            with suppress(Exception):  # unreachable: they come back after their timeout
-                self._change_visibility(self._parse(upcoming.result()), 0)
+            try:
+                while messages := self._take():
+                    committed = self._ingest_messages(messages)
+                    if deleting is not None:
+                        deleting.result()  # one micro-batch's deletes in flight at a time
+                    deleting = deleter.submit(self._delete_logged, committed)
+            finally:
+                self._stopping.set()
+                receiver.join()
+                with suppress(Exception):  # unreachable: they come back after their timeout
+                    self._change_visibility(self._parse(self._take_all()), 0)
         logger.info("stopped")
 
     def run_once(self) -> int:
         """Receive one micro-batch, ingest it and delete its messages; the number of
         objects committed (0 if its run never succeeded before a stop)."""
-        return self.handle(self._receive())
+        with self._renewing():
+            return self.handle(self._receive())
 
     def handle(self, messages: list[dict[str, Any]]) -> int:
         """Ingest the objects the messages announce and delete the messages; the number
@@ -180,9 +183,47 @@ class Consumer:
         now committed, to be deleted (none if their run never succeeded before a stop)."""
         notifications = self._parse(messages)
         keys = keys_to_ingest(notifications, self.location)
-        if keys and not self._ingest_holding(notifications, keys):
+        if keys and not self._ingest_until_done(notifications, keys):
             return []
         return notifications
+
+    def _receive_into_buffer(self) -> None:
+        """Until a stop: receive while the buffer has room, long-polling when the queue is
+        empty; an SQS that cannot be reached is asked again every 5 s."""
+        cap = self.settings.events_batch_objects
+        while not self._stopping.is_set():
+            with self._buffer_changed:
+                self._buffer_changed.wait_for(
+                    lambda: len(self._buffer) < cap or self._stopping.is_set()
+                )
+            if self._stopping.is_set():
+                return
+            try:
+                messages = self._receive_call(self.settings.events_wait_seconds)
+            except Exception:
+                logger.exception("receiving failed; retrying in 5 s")
+                self._stopping.wait(5)
+                continue
+            with self._buffer_changed:
+                self._buffer += messages
+                self._buffer_changed.notify_all()
+
+    def _take(self) -> list[dict[str, Any]]:
+        """Wait for a first message (none: a stop came), then take what the buffer holds,
+        up to the cap."""
+        cap = self.settings.events_batch_objects
+        with self._buffer_changed:
+            self._buffer_changed.wait_for(lambda: self._buffer or self._stopping.is_set())
+            if self._stopping.is_set():
+                return []
+            taken, self._buffer = self._buffer[:cap], self._buffer[cap:]
+            self._buffer_changed.notify_all()
+            return taken
+
+    def _take_all(self) -> list[dict[str, Any]]:
+        with self._buffer_changed:
+            taken, self._buffer = self._buffer, []
+            return taken
 
     def _parse(self, messages: list[dict[str, Any]]) -> list[Notification]:
         notifications = []
@@ -201,20 +242,11 @@ class Consumer:
 
     def _receive(self) -> list[dict[str, Any]]:
         """Long-poll until a first message comes (or a stop), then take what is queued,
-        without waiting, up to `events_batch_objects` objects (one message announces one
-        object, as S3 sends them; SNS or hand-made messages may carry more) or for a third
-        of the visibility timeout: no renewal runs while a micro-batch is collected, and
-        on a slow queue (moto's SQS, 0.6 s a call on a busy machine) 1,000 messages took
-        longer than the timeout, so the first ones were received again."""
+        without waiting, up to `events_batch_objects` messages."""
         messages = self._receive_call(self.settings.events_wait_seconds)
         while not messages and not self._stopping.is_set():
             messages = self._receive_call(self.settings.events_wait_seconds)
-        deadline = time.monotonic() + self.settings.events_visibility_seconds / 3
-        while (
-            messages
-            and len(messages) < self.settings.events_batch_objects
-            and time.monotonic() < deadline
-        ):
+        while messages and len(messages) < self.settings.events_batch_objects:
             more = self._receive_call(0)
             if not more:
                 break
@@ -222,6 +254,7 @@ class Consumer:
         return messages
 
     def _receive_call(self, wait_seconds: int) -> list[dict[str, Any]]:
+        """One receive (at most 10 messages), held from now on."""
         wanted = min(_SQS_BATCH, self.settings.events_batch_objects)
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
@@ -235,30 +268,23 @@ class Consumer:
             self._held.update((m["MessageId"], (m["ReceiptHandle"], visible_at)) for m in messages)
         return messages
 
-    def _ingest_holding(self, notifications: list[Notification], keys: list[str]) -> bool:
-        """Run the micro-batch until it succeeds, its messages held invisible meanwhile;
-        False if a stop came first (the messages are then handed back to the queue)."""
-        done = threading.Event()
-        renewer = threading.Thread(target=self._keep_invisible, args=(done,), name="sqs-visibility")
-        renewer.start()
+    def _ingest_until_done(self, notifications: list[Notification], keys: list[str]) -> bool:
+        """Run the micro-batch until it succeeds; False if a stop came first (the messages
+        are then handed back to the queue)."""
         started, attempt = time.monotonic(), 0
-        try:
-            while True:
-                try:
-                    summary = self.ingest(keys)
-                    break
-                except Exception:
-                    delay = min(2**attempt, self.settings.events_retry_max_seconds)
-                    logger.exception(
-                        "micro-batch of %d objects failed; retrying in %d s", len(keys), delay
-                    )
-                    attempt += 1
-                    if self._stopping.wait(delay):
-                        self._change_visibility(notifications, 0)
-                        return False
-        finally:
-            done.set()
-            renewer.join()
+        while True:
+            try:
+                summary = self.ingest(keys)
+                break
+            except Exception:
+                delay = min(2**attempt, self.settings.events_retry_max_seconds)
+                logger.exception(
+                    "micro-batch of %d objects failed; retrying in %d s", len(keys), delay
+                )
+                attempt += 1
+                if self._stopping.wait(delay):
+                    self._change_visibility(notifications, 0)
+                    return False
         logger.info(
             "%d messages, %d objects: %d new -> %d articles, %d rejects in %.1f s",
             len(notifications),
@@ -270,9 +296,21 @@ class Consumer:
         )
         return True
 
+    @contextmanager
+    def _renewing(self) -> Iterator[None]:
+        """Keep the held messages invisible while the block runs."""
+        done = threading.Event()
+        renewer = threading.Thread(target=self._keep_invisible, args=(done,), name="sqs-visibility")
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
+
     def _keep_invisible(self, done: threading.Event) -> None:
-        """Until `done`, renew the held messages (this micro-batch's and the next one's,
-        received meanwhile) that have less than half the visibility timeout left; it
+        """Until `done`, renew the held messages (the running micro-batch's and those
+        buffered for the next) that have less than half the visibility timeout left; it
         looks every sixth of the timeout, so a renewal comes at least a third before the
         end."""
         timeout = self.settings.events_visibility_seconds
