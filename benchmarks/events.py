@@ -4,7 +4,8 @@
     python -m benchmarks.events                      # the phases, ~25 minutes
     python -m benchmarks.events --single 5 --rate 10:60 --rate 30:60 --burst 1000 --batch 1000
 
-It starts a moto S3 + SQS server (bucket notifications for `in/` to a queue), a `prefect
+It starts a moto S3 + SQS server (bucket notifications for `in/` to a queue; its SQS reads
+the clock the cheap way, `benchmarks/moto_server.py`, unless `--stock-moto`), a `prefect
 server`, `newsflow serve` (its sweep scheduled once a year, out of the way) and
 `newsflow listen`, then runs the phases in order, each on objects of its own made from the
 corpus pages as `benchmarks/throughput.py` makes them:
@@ -439,6 +440,16 @@ def report(phase: Phase, batch_rate: float | None) -> None:
         rate = landed / span
         versus = f" = {rate / batch_rate:.0%} of the batch path's" if batch_rate else ""
         print(f"throughput: {rate:.1f} objects/s from the first PUT to the last row{versus}")
+        # Once the PUTs end, moto serves the consumer alone: the drain rate of what was left.
+        uploads_end = max(phase.put_at.values())
+        after = [landed_at for landed_at in phase.landed.values() if landed_at > uploads_end]
+        if len(after) >= 100:
+            drain = len(after) / (max(after) - uploads_end)
+            versus = f" = {drain / batch_rate:.0%} of the batch path's" if batch_rate else ""
+            print(
+                f"after the last PUT: {len(after)} objects left, drained at {drain:.1f} "
+                f"objects/s{versus}"
+            )
     if phase.seen_at:
         seen = [phase.seen_at[k] - phase.put_at[k] for k in phase.seen_at]
         print(
@@ -491,6 +502,12 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=5000, help="burst size (0: none)")
     parser.add_argument("--batch", type=int, default=1000, help="objects for the batch path")
     parser.add_argument("--workdir", type=Path, help="keep the lake and logs here")
+    parser.add_argument(
+        "--stock-moto",
+        action="store_true",
+        help="moto as installed, whose SQS slows with every queued message "
+        "(benchmarks/moto_server.py)",
+    )
     args = parser.parse_args()
     rates = args.rate or [(10.0, 600.0), (30.0, 600.0)]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-events-"))
@@ -504,7 +521,9 @@ def main() -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    s3_server, endpoint = start_s3_server(env)
+    s3_server, endpoint = start_s3_server(
+        env, "moto.server" if args.stock_moto else "benchmarks.moto_server"
+    )
     env["AWS_ENDPOINT_URL"] = endpoint
     os.environ.update(env)
     import boto3

@@ -188,10 +188,13 @@ def start_prefect_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Po
     raise RuntimeError(f"prefect server did not start; see {home / 'server.log'}")
 
 
-def start_s3_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_s3_server(
+    env: dict[str, str], module: str = "moto.server"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server on a free port of 127.0.0.1 (`module`: or the events benchmark's)."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

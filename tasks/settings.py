@@ -141,8 +141,8 @@ class DeploymentSettings(BaseSettings):
         ge=6,
         le=43_200,
         description="How long the consumer's messages stay invisible to others: set at "
-        "receipt and renewed every third of it while their micro-batch runs, so only a "
-        "consumer that died lets them come back, this long after its last renewal.",
+        "receipt and renewed once less than half of it is left, while they wait or run, so "
+        "only a consumer that died lets them come back, this long after its last renewal.",
     )
     events_retry_max_seconds: int = Field(
         30,
