@@ -4,10 +4,10 @@ micro-batches by one long-running process (`newsflow listen`).
 The consumer takes whatever is queued (up to `events_batch_objects` objects), runs one
 `ingest-articles` flow run in this process for those keys, with the stage workers kept
 warm from one micro-batch to the next, and deletes the messages only once the run has
-returned, that is once its objects are committed. Meanwhile it receives the next
-micro-batch, and deletes the previous one's messages; what arrives after that waits in
-the queue. So the cost of a run is shared by more objects as the rate grows, and the
-queue, not the process, holds any backlog.
+returned, that is once its objects are committed. Up to `events_runs` micro-batches run
+at once, and a receiver thread keeps the next one's messages coming; what arrives beyond
+that waits in the queue. So the cost of a run is shared by more objects as the rate
+grows, and the queue, not the process, holds any backlog.
 
 While a micro-batch runs, its messages stay invisible to other consumers: a message's
 visibility timeout is renewed once less than half of `events_visibility_seconds` is
@@ -16,7 +16,8 @@ process dies, they come back that long after the last renewal, and the run that 
 them again finds what was committed in the lake: each object is written once. A run that
 fails (the Prefect API or S3 unreachable; bad input never fails a run, it becomes a
 reject) is retried with the same messages, after 1 s, 2 s, 4 s… up to
-`events_retry_max_seconds`, until it succeeds; no new message is received meanwhile.
+`events_retry_max_seconds`, until it succeeds; meanwhile no new micro-batch starts in its
+place, and the buffer stops receiving once full.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -140,30 +141,44 @@ class Consumer:
         but not begun is handed back at once.
 
         A receiver thread keeps taking messages into a buffer of at most
-        `events_batch_objects` while a micro-batch runs, and the previous micro-batch's
-        messages are deleted meanwhile, so the cores never wait for those calls (10
-        messages each, 0.5 s apiece on a busy moto) between runs. A micro-batch is what
-        the buffer holds when the previous one ends: one object on an idle queue, up to
-        the cap under load. So at most two micro-batches are held at once, and a third
-        waits to be deleted.
+        `events_batch_objects`, and up to `events_runs` micro-batches run at once, each a
+        flow run in a thread of its own, sharing the stage workers: a run spends part of
+        its time fetching, committing and talking to Prefect, when the workers would idle
+        without another run. A micro-batch is what the buffer holds when a run slot frees:
+        one object on an idle queue, up to the cap under load. Messages are deleted, in the
+        background, once their run returned. So at most `events_runs` + 1 micro-batches
+        are held at once.
         """
         logger.info("consuming %s for %s", self.queue_url, self.location)
         receiver = threading.Thread(target=self._receive_into_buffer, name="sqs-receive")
-        with self._renewing(), ThreadPoolExecutor(1, thread_name_prefix="sqs-delete") as deleter:
+        running: set[Future[None]] = set()
+        with (
+            self._renewing(),
+            ThreadPoolExecutor(1, thread_name_prefix="sqs-delete") as deleter,
+            ThreadPoolExecutor(self.settings.events_runs, thread_name_prefix="run") as runs,
+        ):
             receiver.start()
-            deleting: Future[None] | None = None
             try:
-                while messages := self._take():
-                    committed = self._ingest_messages(messages)
-                    if deleting is not None:
-                        deleting.result()  # one micro-batch's deletes in flight at a time
-                    deleting = deleter.submit(self._delete_logged, committed)
+                while True:
+                    while len(running) >= self.settings.events_runs:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    messages = self._take()
+                    if not messages:
+                        break
+                    running.add(runs.submit(self._run_micro_batch, messages, deleter))
             finally:
                 self._stopping.set()
+                for future in running:
+                    future.result()
                 receiver.join()
                 with suppress(Exception):  # unreachable: they come back after their timeout
                     self._change_visibility(self._parse(self._take_all()), 0)
         logger.info("stopped")
+
+    def _run_micro_batch(self, messages: list[dict[str, Any]], deleter: Executor) -> None:
+        deleter.submit(self._delete_logged, self._ingest_messages(messages))
 
     def run_once(self) -> int:
         """Receive one micro-batch, ingest it and delete its messages; the number of

@@ -133,6 +133,14 @@ class DeploymentSettings(BaseSettings):
         description="Most objects the event consumer takes into one micro-batch (one "
         "ingest run); it takes whatever is queued, up to this, when it is free.",
     )
+    events_runs: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Micro-batches the event consumer runs at once (each a flow run in "
+        "its own thread, sharing the stage workers): while one fetches or commits, the "
+        "other keeps the workers busy.",
+    )
     events_wait_seconds: int = Field(
         10, ge=1, le=20, description="SQS long-poll of the event consumer when it is idle."
     )

@@ -183,7 +183,7 @@ def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_bac
             release.wait(20)
         return {}
 
-    consumer = Consumer(sqs, url, INBOX, ingest, settings())
+    consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=1))
     running = threading.Thread(target=consumer.run)
     running.start()
     try:
@@ -198,6 +198,41 @@ def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_bac
     # The second was deleted once done; the third, received but not begun when the stop
     # came, is handed back at once.
     assert queued_messages(sqs, url) == 1 and visible(sqs, url) == 1
+
+
+def test_two_micro_batches_run_at_once_and_each_is_deleted_when_its_run_returns(
+    queue,
+) -> None:
+    sqs, url = queue
+    sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/first.txt"))
+    started: list[list[str]] = []
+    both_running = threading.Barrier(2, timeout=20)
+    second_may_end = threading.Event()
+
+    def ingest(keys: list[str]) -> dict[str, Any]:
+        started.append(keys)
+        if len(started) == 1:  # the second arrives while the first runs, and starts too
+            sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/next.txt"))
+        both_running.wait()
+        if keys == ["inbox/next.txt"]:
+            second_may_end.wait(20)
+        return {}
+
+    consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=2))
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        # The first returned and its message went; the second's is held while it runs.
+        wait_until(lambda: queued_messages(sqs, url) == 1, 30, "the first's delete")
+        assert visible(sqs, url) == 0
+        second_may_end.set()
+        wait_until(lambda: queued_messages(sqs, url) == 0, 30, "the second's delete")
+    finally:
+        consumer.stop()
+        second_may_end.set()
+        running.join(timeout=30)
+    assert not running.is_alive()
+    assert started == [["inbox/first.txt"], ["inbox/next.txt"]]
 
 
 def test_emitted_events_name_the_keys_at_most_a_thousand_each() -> None:
