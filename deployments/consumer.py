@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from newsflow.tasks.s3 import S3Location
-from newsflow.tasks.settings import DeploymentSettings
+from newsflow.tasks.settings import DeploymentSettings, Settings
 
 logger = logging.getLogger("newsflow.consumer")
 
@@ -129,6 +129,9 @@ class Consumer:
         # Received, not yet taken into a micro-batch (`run`); at most events_batch_objects.
         self._buffer: list[dict[str, Any]] = []
         self._buffer_changed = threading.Condition()
+        self._running_runs = 0  # micro-batches running now (`run`), under that condition
+        # What waits before a run starts beside a running one: a batch of the runs' own.
+        self._backlog = min(Settings().batch_size, settings.events_batch_objects)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -141,17 +144,19 @@ class Consumer:
         but not begun is handed back at once.
 
         A receiver thread keeps taking messages into a buffer of at most
-        `events_batch_objects`, and up to `events_runs` micro-batches run at once, each a
-        flow run in a thread of its own, sharing the stage workers: a run spends part of
-        its time fetching, committing and talking to Prefect, when the workers would idle
-        without another run. A micro-batch is what the buffer holds when a run slot frees:
-        one object on an idle queue, up to the cap under load. Messages are deleted, in the
-        background, once their run returned. So at most `events_runs` + 1 micro-batches
-        are held at once.
+        `events_batch_objects`. A micro-batch is what the buffer holds when a run starts:
+        one object on an idle queue, up to the cap under load. While one run works, a
+        second (up to `events_runs`) starts only once a backlog of a run's batch
+        (`NEWSFLOW_BATCH_SIZE` objects) waits: each run is a flow run in a thread of its
+        own, sharing the stage workers, and fills the time the other spends fetching,
+        committing and talking to Prefect, which is worth a run's fixed cost only with a
+        full batch to do; smaller arrivals wait for the running one to end. Messages are
+        deleted, in the background, once their run returned. So at most `events_runs` + 1
+        micro-batches are held at once.
         """
         logger.info("consuming %s for %s", self.queue_url, self.location)
         receiver = threading.Thread(target=self._receive_into_buffer, name="sqs-receive")
-        running: set[Future[None]] = set()
+        running: list[Future[None]] = []
         with (
             self._renewing(),
             ThreadPoolExecutor(1, thread_name_prefix="sqs-delete") as deleter,
@@ -159,15 +164,11 @@ class Consumer:
         ):
             receiver.start()
             try:
-                while True:
-                    while len(running) >= self.settings.events_runs:
-                        done, running = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            future.result()
-                    messages = self._take()
-                    if not messages:
-                        break
-                    running.add(runs.submit(self._run_micro_batch, messages, deleter))
+                while messages := self._take_when_a_run_is_due():
+                    running.append(runs.submit(self._run_micro_batch, messages, deleter))
+                    for future in [f for f in running if f.done()]:
+                        running.remove(future)
+                        future.result()
             finally:
                 self._stopping.set()
                 for future in running:
@@ -177,8 +178,32 @@ class Consumer:
                     self._change_visibility(self._parse(self._take_all()), 0)
         logger.info("stopped")
 
+    def _take_when_a_run_is_due(self) -> list[dict[str, Any]]:
+        """Wait until a run may start (see `run`), then take what the buffer holds, up to
+        the cap, and count the run as started; nothing once a stop came."""
+        cap = self.settings.events_batch_objects
+
+        def due() -> bool:
+            if self._running_runs >= self.settings.events_runs:
+                return False
+            return len(self._buffer) >= (self._backlog if self._running_runs else 1)
+
+        with self._buffer_changed:
+            self._buffer_changed.wait_for(lambda: self._stopping.is_set() or due())
+            if self._stopping.is_set():
+                return []
+            taken, self._buffer = self._buffer[:cap], self._buffer[cap:]
+            self._running_runs += 1
+            self._buffer_changed.notify_all()
+            return taken
+
     def _run_micro_batch(self, messages: list[dict[str, Any]], deleter: Executor) -> None:
-        deleter.submit(self._delete_logged, self._ingest_messages(messages))
+        try:
+            deleter.submit(self._delete_logged, self._ingest_messages(messages))
+        finally:
+            with self._buffer_changed:
+                self._running_runs -= 1
+                self._buffer_changed.notify_all()
 
     def run_once(self) -> int:
         """Receive one micro-batch, ingest it and delete its messages; the number of
@@ -222,18 +247,6 @@ class Consumer:
             with self._buffer_changed:
                 self._buffer += messages
                 self._buffer_changed.notify_all()
-
-    def _take(self) -> list[dict[str, Any]]:
-        """Wait for a first message (none: a stop came), then take what the buffer holds,
-        up to the cap."""
-        cap = self.settings.events_batch_objects
-        with self._buffer_changed:
-            self._buffer_changed.wait_for(lambda: self._buffer or self._stopping.is_set())
-            if self._stopping.is_set():
-                return []
-            taken, self._buffer = self._buffer[:cap], self._buffer[cap:]
-            self._buffer_changed.notify_all()
-            return taken
 
     def _take_all(self) -> list[dict[str, Any]]:
         with self._buffer_changed:
@@ -426,10 +439,17 @@ def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:
     visible in Prefect with its task runs, logs and artifacts like any other run."""
     from newsflow.flows.ingest import ingest_articles
     from prefect import tags
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     def ingest(keys: list[str]) -> dict[str, Any]:
         name = f"events-{len(keys)}-objects"
-        with tags("newsflow", "events"):
+        # No run heartbeats: they tell a server that a long run's process still lives,
+        # and these runs take seconds, in this long-lived process; a sync flow run ends
+        # by joining its heartbeat thread, which sleeps in 1-s steps.
+        with (
+            tags("newsflow", "events"),
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        ):
             return ingest_articles.with_options(flow_run_name=name)(
                 input_uri=settings.input_uri, output_uri=settings.output_uri, keys=keys
             )

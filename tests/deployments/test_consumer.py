@@ -201,9 +201,11 @@ def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_bac
 
 
 def test_two_micro_batches_run_at_once_and_each_is_deleted_when_its_run_returns(
-    queue,
+    queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sqs, url = queue
+    # A second run starts beside a running one once a batch of objects waits: here, one.
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "1")
     sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/first.txt"))
     started: list[list[str]] = []
     both_running = threading.Barrier(2, timeout=20)
