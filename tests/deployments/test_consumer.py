@@ -237,6 +237,38 @@ def test_two_micro_batches_run_at_once_and_each_is_deleted_when_its_run_returns(
     assert started == [["inbox/first.txt"], ["inbox/next.txt"]]
 
 
+def test_a_second_run_waits_for_a_batch_of_objects(queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    sqs, url = queue
+    monkeypatch.setenv("NEWSFLOW_BATCH_SIZE", "3")
+    sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/first.txt"))
+    started: list[list[str]] = []
+    release = threading.Event()
+
+    def ingest(keys: list[str]) -> dict[str, Any]:
+        started.append(sorted(keys))
+        release.wait(30)
+        return {}
+
+    consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=2))
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        wait_until(lambda: len(started) == 1, 20, "the first run")
+        for i in range(2):  # a message an object, as S3 sends them
+            sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", f"inbox/w{i}.txt"))
+        wait_until(lambda: visible(sqs, url) == 0, 20, "the two received")
+        time.sleep(3)
+        assert len(started) == 1, "a second run started for fewer objects than a batch"
+        sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/w2.txt"))
+        wait_until(lambda: len(started) == 2, 20, "a second run once a batch waits")
+    finally:
+        release.set()
+        consumer.stop()
+        running.join(timeout=30)
+    assert not running.is_alive()
+    assert started == [["inbox/first.txt"], [f"inbox/w{i}.txt" for i in range(3)]]
+
+
 def test_emitted_events_name_the_keys_at_most_a_thousand_each() -> None:
     keys = [f"k/{i}.txt" for i in range(MAX_KEYS_PER_EVENT + 1)]
     events = objects_created_events("raw", keys + keys[:5])
