@@ -51,6 +51,7 @@ import psutil
 from benchmarks.throughput import (
     CORPUS,
     SOURCES,
+    bench_env,
     measure,
     start_prefect_server,
     start_s3_server,
@@ -512,15 +513,7 @@ def main() -> None:
     rates = args.rate or [(10.0, 600.0), (30.0, 600.0)]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-events-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+    env = bench_env()
     s3_server, endpoint = start_s3_server(
         env, "moto.server" if args.stock_moto else "benchmarks.moto_server"
     )

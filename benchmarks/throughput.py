@@ -188,6 +188,20 @@ def start_prefect_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Po
     raise RuntimeError(f"prefect server did not start; see {home / 'server.log'}")
 
 
+def bench_env() -> dict[str, str]:
+    """This environment with fake credentials for the local S3 server and no analytics:
+    no profile or real account is read, nothing leaves the machine."""
+    return {
+        **os.environ,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
 def start_s3_server(
     env: dict[str, str], module: str = "moto.server"
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -367,15 +381,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+    env = bench_env()
     s3_server, endpoint = start_s3_server(env)
     env["AWS_ENDPOINT_URL"] = endpoint
     os.environ.update(env)

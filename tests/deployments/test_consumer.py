@@ -8,6 +8,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -50,6 +52,22 @@ def settings(**limits: Any) -> DeploymentSettings:
     return DeploymentSettings(
         input_uri=str(INBOX), output_uri="/unused", events_wait_seconds=1, **limits
     )
+
+
+@contextmanager
+def consuming(consumer: Consumer, *releases: threading.Event) -> Iterator[None]:
+    """`consumer.run()` in a thread for the block; then a stop, the `releases` set (so
+    that runs held in `ingest` end), and the consumer must have returned."""
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        yield
+    finally:
+        consumer.stop()
+        for release in releases:
+            release.set()
+        running.join(timeout=30)
+    assert not running.is_alive()
 
 
 @pytest.fixture
@@ -184,16 +202,9 @@ def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_bac
         return {}
 
     consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=1))
-    running = threading.Thread(target=consumer.run)
-    running.start()
-    try:
+    with consuming(consumer, release):
         wait_until(lambda: len(batches) == 2, 30, "two micro-batches")
         wait_until(lambda: visible(sqs, url) == 0, 20, "the third received while the second runs")
-    finally:
-        consumer.stop()
-        release.set()
-        running.join(timeout=30)
-    assert not running.is_alive()
     assert batches == [[f"inbox/a{i}.txt" for i in range(3)], [f"inbox/b{i}.txt" for i in range(3)]]
     # The second was deleted once done; the third, received but not begun when the stop
     # came, is handed back at once.
@@ -221,19 +232,12 @@ def test_two_micro_batches_run_at_once_and_each_is_deleted_when_its_run_returns(
         return {}
 
     consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=2))
-    running = threading.Thread(target=consumer.run)
-    running.start()
-    try:
+    with consuming(consumer, second_may_end):
         # The first returned and its message went; the second's is held while it runs.
         wait_until(lambda: queued_messages(sqs, url) == 1, 30, "the first's delete")
         assert visible(sqs, url) == 0
         second_may_end.set()
         wait_until(lambda: queued_messages(sqs, url) == 0, 30, "the second's delete")
-    finally:
-        consumer.stop()
-        second_may_end.set()
-        running.join(timeout=30)
-    assert not running.is_alive()
     assert started == [["inbox/first.txt"], ["inbox/next.txt"]]
 
 
@@ -250,9 +254,7 @@ def test_a_second_run_waits_for_a_batch_of_objects(queue, monkeypatch: pytest.Mo
         return {}
 
     consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=2))
-    running = threading.Thread(target=consumer.run)
-    running.start()
-    try:
+    with consuming(consumer, release):
         wait_until(lambda: len(started) == 1, 20, "the first run")
         for i in range(2):  # a message an object, as S3 sends them
             sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", f"inbox/w{i}.txt"))
@@ -261,11 +263,6 @@ def test_a_second_run_waits_for_a_batch_of_objects(queue, monkeypatch: pytest.Mo
         assert len(started) == 1, "a second run started for fewer objects than a batch"
         sqs.send_message(QueueUrl=url, MessageBody=s3_notification("raw", "inbox/w2.txt"))
         wait_until(lambda: len(started) == 2, 20, "a second run once a batch waits")
-    finally:
-        release.set()
-        consumer.stop()
-        running.join(timeout=30)
-    assert not running.is_alive()
     assert started == [["inbox/first.txt"], [f"inbox/w{i}.txt" for i in range(3)]]
 
 
