@@ -31,27 +31,43 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
-from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.s3 import ObjectRef, S3Location, key_of
 from newsflow.tasks.settings import DeploymentSettings, Settings
 
 logger = logging.getLogger("newsflow.consumer")
 
-# Processes the keys of one micro-batch; returns once they are committed.
-Ingest = Callable[[list[str]], dict[str, Any]]
+# Processes the objects of one micro-batch; returns once they are committed.
+Ingest = Callable[[list[str | ObjectRef]], dict[str, Any]]
 _SQS_BATCH = 10  # SQS returns, deletes and changes the visibility of at most 10 per call
 
 
 @dataclass(slots=True)
 class Notification:
-    """What one SQS message said: created objects as (bucket, key); none for a test event."""
+    """What one SQS message said: created objects as (bucket, version announced, or just
+    the key when the message does not say which); none for a test event."""
 
     message_id: str
     receipt_handle: str
-    objects: list[tuple[str, str]] = field(default_factory=list)
+    objects: list[tuple[str, str | ObjectRef]] = field(default_factory=list)
+
+
+def announced(key: str, details: dict[str, Any], event_time: Any) -> str | ObjectRef:
+    """The object version a notification names (its ETag, size and time), so the run
+    need not ask S3 for it; just the key when one of them is missing."""
+    etag = details.get("eTag") or details.get("etag")
+    size = details.get("size")
+    try:
+        moment = datetime.fromisoformat(str(event_time))
+    except ValueError:
+        return key
+    if not etag or not isinstance(size, int) or moment.tzinfo is None:
+        return key
+    return ObjectRef(key, str(etag).strip('"'), size, moment)
 
 
 def parse_message(message: dict[str, Any]) -> Notification:
@@ -76,33 +92,42 @@ def parse_message(message: dict[str, Any]) -> Notification:
     if body.get("source") == "aws.s3" and "detail" in body:
         if body.get("detail-type") == "Object Created":
             detail = body["detail"]
-            notification.objects.append((detail["bucket"]["name"], detail["object"]["key"]))
+            key = detail["object"]["key"]
+            version = announced(key, detail["object"], body.get("time"))
+            notification.objects.append((detail["bucket"]["name"], version))
         return notification
     if "Records" not in body:
         raise ValueError(f"message {notification.message_id} has no S3 Records")
     for record in body["Records"]:
         if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
             continue
-        notification.objects.append(
-            (record["s3"]["bucket"]["name"], unquote_plus(record["s3"]["object"]["key"]))
-        )
+        details = record["s3"]["object"]
+        version = announced(unquote_plus(details["key"]), details, record.get("eventTime"))
+        notification.objects.append((record["s3"]["bucket"]["name"], version))
     return notification
 
 
-def keys_to_ingest(notifications: list[Notification], location: S3Location) -> list[str]:
-    """The keys under the input prefix, each once, in the order they were announced.
+def keys_to_ingest(
+    notifications: list[Notification], location: S3Location
+) -> list[str | ObjectRef]:
+    """The objects under the input prefix, as announced, in the order they were; a key
+    announced twice (two uploads) is named by its key alone, so that the run takes its
+    current version.
 
     Objects elsewhere (another bucket, the lake's own writes when the notification has no
     prefix filter) are not the event path's: their messages are deleted with the rest.
     """
-    keys: dict[str, None] = {}
+    named: dict[str, str | ObjectRef] = {}
     for notification in notifications:
-        for bucket, key in notification.objects:
-            if bucket == location.bucket and key.startswith(location.prefix):
-                keys[key] = None
-            else:
+        for bucket, version in notification.objects:
+            key = key_of(version)
+            if bucket != location.bucket or not key.startswith(location.prefix):
                 logger.warning("not under %s, ignored: s3://%s/%s", location, bucket, key)
-    return list(keys)
+            elif key in named and named[key] != version:
+                named[key] = key
+            else:
+                named[key] = version
+    return list(named.values())
 
 
 class Consumer:
@@ -296,7 +321,9 @@ class Consumer:
             self._held.update((m["MessageId"], (m["ReceiptHandle"], visible_at)) for m in messages)
         return messages
 
-    def _ingest_until_done(self, notifications: list[Notification], keys: list[str]) -> bool:
+    def _ingest_until_done(
+        self, notifications: list[Notification], keys: list[str | ObjectRef]
+    ) -> bool:
         """Run the micro-batch until it succeeds; False if a stop came first (the messages
         are then handed back to the queue)."""
         started, attempt = time.monotonic(), 0
@@ -441,7 +468,7 @@ def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:
     from prefect import tags
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    def ingest(keys: list[str]) -> dict[str, Any]:
+    def ingest(keys: list[str | ObjectRef]) -> dict[str, Any]:
         name = f"events-{len(keys)}-objects"
         # No run heartbeats: they tell a server that a long run's process still lives,
         # and these runs take seconds, in this long-lived process; a sync flow run ends

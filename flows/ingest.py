@@ -18,13 +18,13 @@ from typing import Any
 
 from newsflow.flows.progress import RunProgress
 from newsflow.tasks.lake import Lake, Ledger, WriteReport
-from newsflow.tasks.s3 import S3Location, s3_client
+from newsflow.tasks.s3 import ObjectRef, S3Location, key_of, s3_client
 from newsflow.tasks.settings import Settings
 from newsflow.tasks.stages.batch import Batch, StagePool, stage_pool, trim_heap_above
 from newsflow.tasks.stages.clean import clean_batch
 from newsflow.tasks.stages.enrich import enrich_batch
 from newsflow.tasks.stages.extract import extract_batch
-from newsflow.tasks.stages.fetch import ObjectRef, fetch_batch, list_objects
+from newsflow.tasks.stages.fetch import fetch_batch, list_objects
 from newsflow.tasks.stages.language import detect_language_batch
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -271,10 +271,13 @@ def write_batch(
 def ingest_articles(
     input_uri: str,
     output_uri: str,
-    keys: list[str] | None = None,
+    keys: list[str | ObjectRef] | None = None,
     reprocess: bool = False,
 ) -> dict[str, Any]:
     """Process the new objects under `input_uri` (or just `keys`) into the lake at `output_uri`.
+
+    A key stands for its object's current version; an `ObjectRef` (what the event path
+    passes) for the version a notification announced, which saves asking S3 for it.
 
     `reprocess=True` processes every listed object again, replacing its earlier rows
     (after a cleaning improvement, say).
@@ -298,7 +301,7 @@ def ingest_articles(
     # the two apart by it.
     salt = str(flow_run.id) if reprocess else ""
     metadata = {"operation": "reprocess" if reprocess else "ingest", "run": str(flow_run.id)}
-    ledger = lake.ledger(keys)
+    ledger = lake.ledger(None if keys is None else [key_of(k) for k in keys])
     logger.info("%d objects already in the lake at %s", len(ledger), lake.uri)
 
     def write_oldest(

@@ -14,22 +14,20 @@ import logging
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import charset_normalizer
 from botocore.exceptions import ClientError
-from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.s3 import ObjectRef, S3Location, key_of
 from newsflow.tasks.schema import (
     Article,
     ContentType,
     Reject,
     RejectedArticle,
     as_utc,
-    object_fingerprint,
 )
 from newsflow.tasks.settings import Settings
 from newsflow.tasks.stages.batch import Batch
@@ -51,6 +49,8 @@ _CONTROL_SHARE_LIMIT = 0.01  # decoded text with more control characters than th
 # Unicode category Cc but tab, line feed, form feed and carriage return; a regex because
 # a per-character loop cost 10 ms per page in the flow's own (single) process.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+# What S3 answers for an object deleted, or replaced by another version (`IfMatch`).
+_GONE = frozenset({"404", "NoSuchKey", "PreconditionFailed"})
 _META_CHARSET = re.compile(
     rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{2,40})""", re.I
 )
@@ -58,20 +58,6 @@ _META_CHARSET = re.compile(
 
 class IncompleteDownload(ConnectionError):
     """The connection broke before the whole object arrived; the fetch task retries."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRef:
-    """One version of one input object, as listed."""
-
-    key: str
-    etag: str
-    size: int
-    last_modified: datetime
-
-    @property
-    def fingerprint(self) -> bytes:
-        return object_fingerprint(self.key, self.etag)
 
 
 def batch_id_for(refs: Iterable[ObjectRef], salt: str = "") -> str:
@@ -99,19 +85,32 @@ def _head(client: Any, bucket: str, key: str) -> ObjectRef | None:
 
 
 def list_objects(
-    client: Any, location: S3Location, keys: list[str] | None = None, concurrency: int = 16
+    client: Any,
+    location: S3Location,
+    keys: Sequence[str | ObjectRef] | None = None,
+    concurrency: int = 16,
 ) -> Iterator[ObjectRef]:
-    """Stream the objects under the prefix (or just `keys`), one listing page at a time."""
+    """Stream the objects under the prefix, one listing page at a time, or just the named
+    ones: a key stands for the object's current version (one HEAD each), an `ObjectRef`
+    for the version its notification announced (no request: `download` fetches that
+    version or nothing)."""
     if keys is not None:
-        named = []
-        for key in dict.fromkeys(keys):  # a key named twice is still one object
-            if key.startswith(location.prefix):
-                named.append(key)
-            else:  # an event for another prefix (the lake's own writes, say) is not input
+        named: dict[str, str | ObjectRef] = {}
+        for item in keys:
+            key = key_of(item)
+            if not key.startswith(location.prefix):
+                # An event for another prefix (the lake's own writes, say) is not input.
                 logger.warning("skipping %r: not under %s", key, location)
+            elif key in named and named[key] != item:
+                named[key] = key  # two versions named: the current one is what counts
+            else:
+                named[key] = item
+
+        def current(item: str | ObjectRef) -> ObjectRef | None:
+            return _head(client, location.bucket, item) if isinstance(item, str) else item
+
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="head") as pool:
-            heads = pool.map(lambda key: _head(client, location.bucket, key), named)
-            yield from (ref for ref in heads if ref is not None)
+            yield from (ref for ref in pool.map(current, named.values()) if ref is not None)
         return
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
@@ -346,16 +345,18 @@ def parse_object(
 
 
 def download(client: Any, bucket: str, ref: ObjectRef, settings: Settings) -> bytes | str | None:
-    """The object's bytes, a reason it was not downloaded, or None if it has been deleted.
+    """The bytes of exactly this version of the object, a reason it was not downloaded,
+    or None if it has been deleted or replaced since it was listed or announced: its
+    bytes are gone, and a newer version is the next listing's or its own notification's.
 
-    S3 failures other than a missing key raise (and the task retries).
+    S3 failures other than a missing key or version raise (and the task retries).
     """
     if ref.size > settings.max_object_bytes:
         return f"object of {ref.size} bytes exceeds the {settings.max_object_bytes}-byte limit"
     try:
-        response = client.get_object(Bucket=bucket, Key=ref.key)
+        response = client.get_object(Bucket=bucket, Key=ref.key, IfMatch=f'"{ref.etag}"')
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+        if error.response.get("Error", {}).get("Code") in _GONE:
             return None
         raise
     with response["Body"] as body:
@@ -385,7 +386,7 @@ def fetch_objects(
     rejects: list[Reject] = []
     for ref, data in zip(refs, downloads, strict=True):
         if data is None:
-            continue  # deleted since it was listed: nothing left to account for
+            continue  # deleted or replaced since listed: this version has nothing left
         if isinstance(data, str):
             rejects.append(Reject(ref.key, ref.etag, "fetch", data))
             continue

@@ -16,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from newsflow.deployments.consumer import Consumer, parse_message
+from newsflow.deployments.consumer import Consumer, keys_to_ingest, parse_message
 from newsflow.deployments.events import MAX_KEYS_PER_EVENT, objects_created_events, parse_object_uri
-from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.s3 import ObjectRef, S3Location
 from newsflow.tasks.settings import DeploymentSettings
 
 from tests.deployments.conftest import (
@@ -177,6 +177,45 @@ def test_a_stop_while_the_run_keeps_failing_hands_the_messages_back(queue) -> No
     assert visible(sqs, url) == 1, "handed back at once, not after the visibility timeout"
     (message,) = sqs.receive_message(QueueUrl=url)["Messages"]
     assert parse_message(message).objects == [("raw", "inbox/a.txt")]
+
+
+def test_a_notification_announces_the_version_it_names() -> None:
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-12-05T10:00:00.250Z",
+        "s3": {
+            "bucket": {"name": "raw"},
+            "object": {"key": "inbox/a+b.html", "size": 2048, "eTag": "9b2cf535f27731c9"},
+        },
+    }
+    unsaid = {**record, "s3": {"bucket": {"name": "raw"}, "object": {"key": "inbox/c.html"}}}
+    eventbridge = {
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": "2026-12-05T10:00:01Z",
+        "detail": {
+            "bucket": {"name": "raw"},
+            "object": {"key": "inbox/d.html", "size": 10, "etag": "d41d8cd98f00b204"},
+        },
+    }
+    messages = [
+        {"MessageId": str(i), "ReceiptHandle": str(i), "Body": json.dumps(body)}
+        for i, body in enumerate([{"Records": [record, unsaid]}, eventbridge])
+    ]
+    notifications = [parse_message(m) for m in messages]
+
+    at = datetime(2026, 12, 5, 10, 0, 0, 250000, tzinfo=UTC)
+    a = ObjectRef("inbox/a b.html", "9b2cf535f27731c9", 2048, at)
+    d = ObjectRef(
+        "inbox/d.html", "d41d8cd98f00b204", 10, datetime(2026, 12, 5, 10, 0, 1, tzinfo=UTC)
+    )
+    assert keys_to_ingest(notifications, INBOX) == [a, "inbox/c.html", d]
+    # A second upload of a key in the same micro-batch: the run takes its current version.
+    newer = {**record, "s3": {**record["s3"], "object": {**record["s3"]["object"], "eTag": "e2"}}}
+    again = parse_message(
+        {"MessageId": "9", "ReceiptHandle": "9", "Body": json.dumps({"Records": [newer]})}
+    )
+    assert keys_to_ingest([*notifications, again], INBOX) == ["inbox/a b.html", "inbox/c.html", d]
 
 
 def test_the_next_micro_batch_is_received_while_one_runs_and_a_stop_hands_it_back(

@@ -272,9 +272,9 @@ def test_batches_close_at_the_object_count_or_the_byte_budget() -> None:
 
     from newsflow.flows.ingest import RunSummary, new_object_batches
     from newsflow.tasks.lake import Ledger
+    from newsflow.tasks.s3 import ObjectRef
     from newsflow.tasks.schema import LEDGER_SCHEMA
     from newsflow.tasks.settings import Settings
-    from newsflow.tasks.stages.fetch import ObjectRef
 
     sizes = [10, 10, 10, 90, 10, 10, 10, 10]
     refs = [

@@ -7,11 +7,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from newsflow.tasks.s3 import S3Location
+from newsflow.tasks.s3 import ObjectRef, S3Location
 from newsflow.tasks.schema import RejectedArticle
 from newsflow.tasks.settings import Settings
 from newsflow.tasks.stages.fetch import (
-    ObjectRef,
     batch_id_for,
     decode_bytes,
     fetch_objects,
@@ -165,6 +164,23 @@ def test_latin1_is_decoded_by_detection_not_replaced() -> None:
     assert text in decode_bytes(page.encode("latin-1"), is_html=True)
     assert decode_bytes("\ufeffBOM text é".encode(), is_html=False) == "BOM text é"
     assert decode_bytes("UTF-16 é".encode("utf-16"), is_html=False) == "UTF-16 é"
+
+
+def test_an_announced_version_is_fetched_as_it_is_or_not_at_all(s3, bucket: str) -> None:
+    location = S3Location.parse(f"s3://{bucket}/inbox")
+    body = b"The first version of a plain text article, announced."
+    etag = s3.put_object(Bucket=bucket, Key="inbox/src/a.txt", Body=body)["ETag"].strip('"')
+    first = ObjectRef("inbox/src/a.txt", etag, len(body), MODIFIED)
+    gone = ObjectRef("inbox/src/gone.txt", "0123", 10, MODIFIED)
+    # Taken as announced, without asking S3: a HEAD would have left out the deleted one.
+    assert list(list_objects(s3, location, keys=[first, gone])) == [first, gone]
+
+    batch = fetch_objects(s3, location, [first, gone], Settings())
+    assert [(a.object_etag, a.raw) for a in batch.articles] == [(etag, body.decode())]
+
+    s3.put_object(Bucket=bucket, Key="inbox/src/a.txt", Body=b"A second version, uploaded since.")
+    replaced = fetch_objects(s3, location, [first], Settings())
+    assert replaced.articles == [] and replaced.rejects == [], "the first version's bytes are gone"
 
 
 def test_batch_id_depends_on_content_not_order() -> None:
