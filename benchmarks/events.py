@@ -49,9 +49,9 @@ import httpx
 import psutil
 
 from benchmarks.throughput import (
-    CORPUS,
     SOURCES,
     bench_env,
+    corpus_templates,
     measure,
     start_prefect_server,
     start_s3_server,
@@ -122,7 +122,7 @@ class Pages:
     """Varied corpus pages, each its own text, with keys `in/<source>/<phase>/<n>.html`."""
 
     def __init__(self) -> None:
-        self._pages = [path.read_text(encoding="utf-8") for path in sorted(CORPUS.glob("*.html"))]
+        self._pages = corpus_templates()
         self._rng = random.Random(0)
         self._count = 0
 

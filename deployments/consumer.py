@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
@@ -466,16 +466,23 @@ def ingest_in_this_process(settings: DeploymentSettings) -> Ingest:
     visible in Prefect with its task runs, logs and artifacts like any other run."""
     from newsflow.flows.ingest import ingest_articles
     from prefect import tags
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
 
     def ingest(keys: list[str | ObjectRef]) -> dict[str, Any]:
         name = f"events-{len(keys)}-objects"
-        # No run heartbeats: they tell a server that a long run's process still lives,
-        # and these runs take seconds, in this long-lived process; a sync flow run ends
-        # by joining its heartbeat thread, which sleeps in 1-s steps.
+        # No run heartbeats (unset by default): they tell a server that a long run's
+        # process still lives, and these runs take seconds, in this long-lived process; a
+        # sync flow run ends by joining its heartbeat thread, which sleeps in 1-s steps.
+        beating = get_current_settings().flows.heartbeat_frequency is not None
         with (
             tags("newsflow", "events"),
-            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+            if beating
+            else nullcontext(),
         ):
             return ingest_articles.with_options(flow_run_name=name)(
                 input_uri=settings.input_uri, output_uri=settings.output_uri, keys=keys
