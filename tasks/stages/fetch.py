@@ -46,9 +46,10 @@ FORMATS: dict[str, str] = {
 UNKNOWN_SOURCE = "unknown"
 _SLUG_MAX = 64
 _CONTROL_SHARE_LIMIT = 0.01  # decoded text with more control characters than this is binary
-# Unicode category Cc but tab, line feed, form feed and carriage return; a regex because
-# a per-character loop cost 10 ms per page in the flow's own (single) process.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+# Unicode category Cc but tab, line feed, form feed and carriage return, in UTF-8: C0 and
+# DEL are single bytes, C1 (U+0080-U+009F) two bytes after \xc2.
+_C0_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+_C1_CONTROLS = re.compile(rb"\xc2[\x80-\x9f]")
 # What S3 answers for an object deleted, or replaced by another version (`IfMatch`).
 _GONE = frozenset({"404", "NoSuchKey", "PreconditionFailed"})
 _META_CHARSET = re.compile(
@@ -201,8 +202,17 @@ def decode_bytes(data: bytes, *, is_html: bool) -> str:
     return _reject_if_binary(str(best))
 
 
+def _control_characters(text: str) -> int:
+    """Counted in the text's UTF-8 form, where deleting bytes is a C loop: 0.2 ms a page,
+    against 0.9 ms for a regex over the str, in the run's own process (the GIL's)."""
+    data = text.encode("utf-8", "surrogatepass")
+    return (
+        len(data) - len(data.translate(None, _C0_CONTROL_BYTES)) + len(_C1_CONTROLS.findall(data))
+    )
+
+
 def _reject_if_binary(text: str) -> str:
-    control = len(_CONTROL_CHARACTERS.findall(text))
+    control = _control_characters(text)
     if control > _CONTROL_SHARE_LIMIT * len(text):
         raise RejectedArticle(f"binary content: {control} control characters in {len(text)}")
     return text

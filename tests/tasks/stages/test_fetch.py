@@ -117,6 +117,7 @@ def test_jsonl_bad_line_is_rejected_alone() -> None:
         ("inbox/s/blank.txt", b"  \n\t ", "empty object"),
         ("inbox/s/nul.txt", b"abc\x00def" * 10, "binary content"),
         ("inbox/s/noise.html", bytes(range(1, 32)) * 50, "binary content"),
+        ("inbox/s/c1.txt", ("é C1 controls: " + "\x80\x85\x9f" * 20).encode(), "binary content"),
         ("inbox/s/cut.txt.gz", gzip.compress(b"x" * 10_000)[:-12], "truncated gzip"),
         ("inbox/s/notgzip.txt.gz", b"plain text, not gzip", "corrupt gzip"),
         ("inbox/s/list.json", b"[1, 2]", "expected a JSON object"),
@@ -164,6 +165,13 @@ def test_latin1_is_decoded_by_detection_not_replaced() -> None:
     assert text in decode_bytes(page.encode("latin-1"), is_html=True)
     assert decode_bytes("\ufeffBOM text é".encode(), is_html=False) == "BOM text é"
     assert decode_bytes("UTF-16 é".encode("utf-16"), is_html=False) == "UTF-16 é"
+
+
+def test_a_few_control_characters_are_text_more_than_one_in_a_hundred_binary() -> None:
+    text = "Grève au port: les dockers arrêtent le travail. " * 20  # 960 characters
+    articles, _ = parse("inbox/s/a.txt", (text[:-9] + "\x07\x85" * 4 + "\x0b").encode())
+    assert len(articles) == 1, "9 in 960: text"
+    assert "binary content" in only_reject("inbox/s/b.txt", (text + "\x85" * 10).encode())
 
 
 def test_an_announced_version_is_fetched_as_it_is_or_not_at_all(s3, bucket: str) -> None:
