@@ -196,13 +196,29 @@ def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once
             client.read_deployment_by_name("backfill-articles/backfill").id,
             parameters={"source": "storm-backfill"},
         )
-    keys = []
-    for second in range(4):
+
+    def sweep_and_backfill_begun() -> bool:
+        with stack.client() as client:
+            states = [client.read_flow_run(run.id).state for run in (sweep, backfill)]
+        return all(
+            state and state.type != StateType.SCHEDULED and not state.is_pending()
+            for state in states
+        )
+
+    # Uploads go on, a wave a second, until the runner has started the sweep and the
+    # backfill (its poll and their processes take seconds), and two waves after.
+    keys: list[str] = []
+    waves_after = 2
+    for second in range(90):
         keys += upload(stack, s3, f"storm-{second}", 15)
         time.sleep(1)
+        if second >= 3 and sweep_and_backfill_begun():
+            waves_after -= 1
+            if waves_after < 0:
+                break
 
     try:
-        wait_until(lambda: keys_in_lake(stack.output, keys), 120, "the storm in the lake")
+        wait_until(lambda: keys_in_lake(stack.output, keys), 180, "the storm in the lake")
         runs = wait_finished(stack, [sweep.id, backfill.id, maintenance.id], 120)
     finally:
         watching.set()
