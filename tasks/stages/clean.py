@@ -14,6 +14,7 @@ import math
 import re
 from contextlib import suppress
 from copy import copy
+from functools import lru_cache
 
 import ftfy
 import lxml.html
@@ -243,6 +244,13 @@ def normalise_field(value: str | None) -> str | None:
     return " ".join(ftfy.fix_text(value, _FTFY).split()) or None
 
 
+# Over a third of the texts a page keys were keyed before on that page (each paragraph
+# is compared by several steps, and menus repeat link texts), more across a site's pages.
+# Bounded small: its entries are whole paragraphs.
+_KEY_CACHE = 1 << 10
+
+
+@lru_cache(maxsize=_KEY_CACHE)
 def _key(paragraph: str) -> str:
     """Comparison form of a paragraph: casefolded words only, so punctuation and quote
     marks around a pull quote don't hide that it repeats its source."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import regex
@@ -103,6 +103,11 @@ def _segment(line: str, language: str) -> str:
     return line
 
 
+# Words recur within and across articles: the per-word tests are memoised, bounded.
+_WORD_CACHE = 1 << 16
+
+
+@lru_cache(maxsize=_WORD_CACHE)
 def _without_clitics(token: str) -> str:
     """The word of "council's" and "l'accord"; a contraction ("don't", "they're") is
     left whole, and no content word."""
@@ -116,6 +121,7 @@ def _without_clitics(token: str) -> str:
     return token
 
 
+@lru_cache(maxsize=_WORD_CACHE)
 def _is_content(word: str, stop: frozenset[str], language: str) -> bool:
     folded = word.casefold()
     if folded in stop or word.isdigit() or _APOSTROPHE.search(word):
@@ -226,7 +232,8 @@ def duplicate_bands(text: str) -> list[int]:
         scheme=MINHASH_SCHEME,
         permutations=_permutations(),
     )
-    minhash.update_batch([s.encode() for s in sorted(shingles)])
+    # No sort first: the signature is a minimum per permutation, whatever the order.
+    minhash.update_batch([s.encode() for s in shingles])
     values = minhash.hashvalues.astype("<u8")
     bands = []
     for band in range(BANDS):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
@@ -51,11 +51,15 @@ class Mention:
     label: EntityLabel
     confidence: float = 1.0
 
+    # Built directly, not by dataclasses.replace: every mention of every line is shifted,
+    # and replace's generic walk over the fields costs three times the construction.
     def shifted(self, offset: int) -> Mention:
-        return replace(self, start=self.start + offset, end=self.end + offset)
+        return Mention(
+            self.start + offset, self.end + offset, self.text, self.label, self.confidence
+        )
 
     def relabelled(self, label: EntityLabel) -> Mention:
-        return replace(self, label=label)
+        return Mention(self.start, self.end, self.text, label, self.confidence)
 
 
 def tokenize(line: str) -> list[tuple[int, int]]:
