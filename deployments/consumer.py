@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
-from newsflow.tasks.s3 import ObjectRef, S3Location, key_of
+from newsflow.tasks.s3 import ObjectRef, S3Location, key_of, named_once
 from newsflow.tasks.settings import DeploymentSettings, Settings
 
 logger = logging.getLogger("newsflow.consumer")
@@ -110,24 +110,20 @@ def parse_message(message: dict[str, Any]) -> Notification:
 def keys_to_ingest(
     notifications: list[Notification], location: S3Location
 ) -> list[str | ObjectRef]:
-    """The objects under the input prefix, as announced, in the order they were; a key
-    announced twice (two uploads) is named by its key alone, so that the run takes its
-    current version.
+    """The objects under the input prefix, as announced, each once (`named_once`).
 
     Objects elsewhere (another bucket, the lake's own writes when the notification has no
     prefix filter) are not the event path's: their messages are deleted with the rest.
     """
-    named: dict[str, str | ObjectRef] = {}
+    ours: list[str | ObjectRef] = []
     for notification in notifications:
         for bucket, version in notification.objects:
             key = key_of(version)
-            if bucket != location.bucket or not key.startswith(location.prefix):
-                logger.warning("not under %s, ignored: s3://%s/%s", location, bucket, key)
-            elif key in named and named[key] != version:
-                named[key] = key
+            if bucket == location.bucket and key.startswith(location.prefix):
+                ours.append(version)
             else:
-                named[key] = version
-    return list(named.values())
+                logger.warning("not under %s, ignored: s3://%s/%s", location, bucket, key)
+    return named_once(ours)
 
 
 class Consumer:

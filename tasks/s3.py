@@ -9,6 +9,7 @@ change. The lake resolves its own S3 settings through the same chain (`tasks/lak
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -37,6 +38,16 @@ class ObjectRef:
 
 def key_of(named: str | ObjectRef) -> str:
     return named if isinstance(named, str) else named.key
+
+
+def named_once(items: Iterable[str | ObjectRef]) -> list[str | ObjectRef]:
+    """Each key once, where first named; a key named as two different versions (two
+    uploads announced) by its key alone, so that its current version is the one taken."""
+    named: dict[str, str | ObjectRef] = {}
+    for item in items:
+        key = key_of(item)
+        named[key] = key if key in named and named[key] != item else item
+    return list(named.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import charset_normalizer
 from botocore.exceptions import ClientError
-from newsflow.tasks.s3 import ObjectRef, S3Location, key_of
+from newsflow.tasks.s3 import ObjectRef, S3Location, key_of, named_once
 from newsflow.tasks.schema import (
     Article,
     ContentType,
@@ -96,22 +96,19 @@ def list_objects(
     for the version its notification announced (no request: `download` fetches that
     version or nothing)."""
     if keys is not None:
-        named: dict[str, str | ObjectRef] = {}
+        ours = []
         for item in keys:
-            key = key_of(item)
-            if not key.startswith(location.prefix):
-                # An event for another prefix (the lake's own writes, say) is not input.
-                logger.warning("skipping %r: not under %s", key, location)
-            elif key in named and named[key] != item:
-                named[key] = key  # two versions named: the current one is what counts
-            else:
-                named[key] = item
+            if key_of(item).startswith(location.prefix):
+                ours.append(item)
+            else:  # an event for another prefix (the lake's own writes, say) is not input
+                logger.warning("skipping %r: not under %s", key_of(item), location)
+        named = named_once(ours)
 
         def current(item: str | ObjectRef) -> ObjectRef | None:
             return _head(client, location.bucket, item) if isinstance(item, str) else item
 
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="head") as pool:
-            yield from (ref for ref in pool.map(current, named.values()) if ref is not None)
+            yield from (ref for ref in pool.map(current, named) if ref is not None)
         return
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
