@@ -16,6 +16,7 @@ its neighbours', and the model tags the line as B-/I- PER, LOC, ORG or MISC. MIS
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -149,11 +150,18 @@ def _model(language: str) -> bytes:
     return gzip.decompress(path.read_bytes())
 
 
-@cache
+_THIS_THREAD = threading.local()
+
+
 def _tagger(language: str) -> pycrfsuite.Tagger:
-    tagger = pycrfsuite.Tagger()
-    tagger.open_inmemory(_model(language))
-    return tagger
+    """This thread's tagger: a tagger keeps the line it tagged last, which `marginal`
+    reads, so threads (stage tasks of small runs run in-process, side by side) must not
+    share one."""
+    taggers: dict[str, pycrfsuite.Tagger] = _THIS_THREAD.__dict__.setdefault("taggers", {})
+    if language not in taggers:
+        taggers[language] = pycrfsuite.Tagger()
+        taggers[language].open_inmemory(_model(language))
+    return taggers[language]
 
 
 def warm_up(language: str) -> None:

@@ -3,6 +3,8 @@ the seed article: the English model, and the rules other Latin-script languages 
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
@@ -60,6 +62,25 @@ def test_mentions_point_at_their_text() -> None:
     mentions = find_mentions(text, "en")
     assert len(mentions) > 20
     assert all(text[m.start : m.end] == m.text for m in mentions)
+
+
+def test_threads_tag_side_by_side_as_one_alone() -> None:
+    """Small runs run stage tasks in threads: a tagger shared by two of them read another
+    line's marginals ("position 32 out of range of 32")."""
+    article = processed_seed()
+    text = f"{article.title}\n\n{article.text}"
+    hints = partial(token_hints, language="en")
+    alone = entities.model_mentions(text, "en", hints)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can: races show
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            side_by_side = list(
+                pool.map(lambda _: entities.model_mentions(text, "en", hints), range(64))
+            )
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert all(mentions == alone for mentions in side_by_side)
 
 
 def test_english_has_a_model_and_drops_unsure_organisations() -> None:
