@@ -48,6 +48,16 @@ def s3_notification(bucket: str, *keys: str, event: str = "ObjectCreated:Put") -
     return json.dumps({"Records": records})
 
 
+def eventbridge_created(bucket: str, details: dict[str, Any]) -> dict[str, Any]:
+    """An EventBridge `Object Created` event from S3, as a rule targeting a queue sends it."""
+    return {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "detail": {"bucket": {"name": bucket}, "object": details, "reason": "PutObject"},
+    }
+
+
 def settings(**limits: Any) -> DeploymentSettings:
     return DeploymentSettings(
         input_uri=str(INBOX), output_uri="/unused", events_wait_seconds=1, **limits
@@ -100,16 +110,9 @@ def test_one_micro_batch_of_decoded_keys_then_every_handled_message_deleted(queu
     )
     wrapped = {"Type": "Notification", "Message": s3_notification("raw", "inbox/wire/d.json")}
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(wrapped))
-    eventbridge = {
-        "version": "0",
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "detail": {
-            "bucket": {"name": "raw"},
-            "object": {"key": "inbox/wire/2026-12-05T10:00:00.html", "size": 10},
-            "reason": "PutObject",
-        },
-    }
+    eventbridge = eventbridge_created(
+        "raw", {"key": "inbox/wire/2026-12-05T10:00:00.html", "size": 10}
+    )
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(eventbridge))
     deleted = {**eventbridge, "detail-type": "Object Deleted"}
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(deleted))
@@ -190,13 +193,10 @@ def test_a_notification_announces_the_version_it_names() -> None:
     }
     unsaid = {**record, "s3": {"bucket": {"name": "raw"}, "object": {"key": "inbox/c.html"}}}
     eventbridge = {
-        "detail-type": "Object Created",
-        "source": "aws.s3",
+        **eventbridge_created(
+            "raw", {"key": "inbox/d.html", "size": 10, "etag": "d41d8cd98f00b204"}
+        ),
         "time": "2026-12-05T10:00:01Z",
-        "detail": {
-            "bucket": {"name": "raw"},
-            "object": {"key": "inbox/d.html", "size": 10, "etag": "d41d8cd98f00b204"},
-        },
     }
     messages = [
         {"MessageId": str(i), "ReceiptHandle": str(i), "Body": json.dumps(body)}
