@@ -10,7 +10,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow.compute as pc
 from newsflow.tasks.lake import ARTICLES, REJECTS, TABLES, Lake
 from newsflow.tasks.settings import Settings
 from prefect import flow
@@ -79,12 +78,9 @@ def lake_status(lake: Lake, now: datetime | None = None) -> str:
     parts.append(f"\n## Last commits to `{ARTICLES}`\n")
     parts.append(markdown_table(history_rows(lake, ARTICLES, HISTORY_ROWS)))
 
-    articles = tables[ARTICLES].to_pyarrow_dataset()
-    recent = articles.to_table(
-        columns=["source", "date", "language"], filter=pc.field("date") >= since
-    )
+    recent = lake.read(ARTICLES, f"\"date\" >= '{since}'", columns=["source", "language"])
     objects = len(lake.ledger())
-    rejects = tables[REJECTS].to_pyarrow_table(columns=["stage", "reason"])
+    rejects = lake.read(REJECTS, columns=["stage", "reason"])
     parts.append(f"\n## Articles per source, dates since {since}\n")
     parts.append(markdown_table(_counts(recent.column("source").to_pylist())))
     parts.append("\n## Languages, same articles\n")

@@ -16,8 +16,18 @@ from urllib.parse import urlparse
 
 import boto3
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
+import pyarrow.dataset as ds
+import pyarrow.fs as pa_fs
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    QueryBuilder,
+    Schema,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError
+from deltalake.fs import DeltaStorageHandler
 from newsflow.tasks.s3 import s3_client
 from newsflow.tasks.settings import Settings
 
@@ -175,6 +185,34 @@ def add_missing_columns(table: DeltaTable, schema: pa.Schema) -> None:
     missing = [field for field in schema if field.name not in present]
     if missing:
         table.alter.add_columns(Schema.from_arrow(pa.schema(missing)).fields)
+
+
+def read(table: DeltaTable, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    """The rows of the table's version matching the SQL condition `where`, typed as the
+    table's schema says.
+
+    Read by delta-rs's own engine (DataFusion), which skips files by their statistics. Not
+    `to_pyarrow_dataset()`: delta-rs 1.6.6 builds that at about 1 ms for every file of the
+    table, whatever is read (measured: a 660-file ledger 0.68 s against 0.28 s here; 3,000
+    article files 5.6 s against 1.5 s, 200 keys of them 70 ms; 20,000 files 27 s)."""
+    selected = ", ".join(f'"{name}"' for name in columns) if columns else "*"
+    sql = f"SELECT {selected} FROM t" + (f" WHERE {where}" if where else "")
+    rows = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
+    schema = pa.schema(table.schema().to_arrow())
+    wanted = pa.schema([schema.field(name) for name in rows.column_names])
+    return rows.cast(wanted)  # DataFusion hands out string_view and binary_view columns
+
+
+def read_files(
+    table: DeltaTable, file_uris: Iterable[str], options: dict[str, str] | None
+) -> pa.Table:
+    """The rows of just these data files of an unpartitioned table, in its schema (older
+    files lack the columns added since: null there)."""
+    root = table.table_uri.rstrip("/")
+    filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(root, options))
+    names = [uri.rsplit("/", 1)[-1] for uri in file_uris]
+    schema = pa.schema(table.schema().to_arrow())
+    return ds.dataset(names, schema=schema, format="parquet", filesystem=filesystem).to_table()
 
 
 def history(table_uri: str, options: dict[str, str] | None, limit: int) -> list[dict[str, Any]]:

@@ -118,11 +118,19 @@ class Lake:
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
 
+    def read(
+        self, name: str, where: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """The current rows of a table matching the SQL condition `where` (for example
+        `"date" >= '2026-12-01'`), only `columns` if given."""
+        return delta.read(self.table(name), where, columns)
+
     def ledger(self, keys: list[str] | None = None) -> Ledger:
         """The ledger as it is now, or only its rows of `keys` (a run for named objects,
         as the event path starts, need not read a million rows): load once per run."""
         return delta.with_retries(
-            lambda: Ledger.load(self.table(LEDGER), keys), self.settings.s3_max_attempts
+            lambda: Ledger.load(self.table(LEDGER), self.options, keys),
+            self.settings.s3_max_attempts,
         )
 
     def write_batch(

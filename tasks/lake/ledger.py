@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+from newsflow.tasks.lake import delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,12 @@ class Ledger:
     """The ledger as one run sees it: loaded once, then brought up to date before each
     batch's data commits with what other runs have committed since (`refresh`)."""
 
-    def __init__(self, table: pa.Table, source: DeltaTable | None = None) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        source: DeltaTable | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
         self.current = current_versions(table)
         # Sorted 16-byte fingerprints of each key's current version: binary search answers
         # "which listed objects are new" at O(log n) each.
@@ -87,16 +93,19 @@ class Ledger:
         self._intents = _previous_by_key(intents)
         self._recorded: dict[str, Previous] = {}
         self._source = source
+        self._options = options
         self._files = set(source.file_uris()) if source is not None else set()
 
     @classmethod
-    def load(cls, table: DeltaTable, keys: list[str] | None = None) -> Ledger:
+    def load(
+        cls, table: DeltaTable, options: dict[str, str] | None, keys: list[str] | None = None
+    ) -> Ledger:
         if keys is None:
-            return cls(table.to_pyarrow_table(), table)
+            return cls(delta.read(table), table, options)
         if not keys:
-            return cls(pa.schema(table.schema().to_arrow()).empty_table(), table)
-        rows = table.to_pyarrow_dataset().to_table(filter=pc.field("object_key").isin(keys))
-        return cls(rows, table)
+            return cls(pa.schema(table.schema().to_arrow()).empty_table(), table, options)
+        rows = delta.read(table, f"object_key IN ({delta.sql_list(keys)})")
+        return cls(rows, table, options)
 
     def __len__(self) -> int:
         return self.current.num_rows
@@ -117,11 +126,8 @@ class Ledger:
             return
         self._source.update_incremental()
         files = set(self._source.file_uris())
-        added = {uri.rsplit("/", 1)[-1] for uri in files - self._files}
-        if added:
-            dataset = self._source.to_pyarrow_dataset()
-            fragments = [f for f in dataset.get_fragments() if f.path.rsplit("/", 1)[-1] in added]
-            self.record(pa.concat_tables([f.to_table(schema=dataset.schema) for f in fragments]))
+        if added := files - self._files:
+            self.record(delta.read_files(self._source, sorted(added), self._options))
         # Only now: a read cut short above leaves the files to be read again on a retry.
         self._files = files
 

@@ -70,12 +70,11 @@ def compact_partition(lake: Lake, name: str, values: tuple[str, ...]) -> bool:
     rows were read from; False if a concurrent commit to the partition won."""
     snapshot = lake.table(name)
     _, partition_by = TABLES[name]
-    conditions, selector = [], None
-    for column, value in zip(partition_by, values, strict=True):
-        conditions.append(f"{column} = {delta.sql_list([value])}")
-        condition = pc.field(column) == value
-        selector = condition if selector is None else selector & condition
-    rows = snapshot.to_pyarrow_dataset().to_table(filter=selector)
+    conditions = [
+        f"{column} = {delta.sql_list([value])}"
+        for column, value in zip(partition_by, values, strict=True)
+    ]
+    rows = delta.read(snapshot, " AND ".join(conditions) or None)
     if name == LEDGER:
         rows = settled_intents_removed(rows)
     try:

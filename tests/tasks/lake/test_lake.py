@@ -7,9 +7,10 @@ import multiprocessing
 from collections import Counter
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pytest
 from newsflow.tasks.lake import ARTICLES, LEDGER, REJECTS, Lake, Ledger
-from newsflow.tasks.schema import Article, Reject
+from newsflow.tasks.schema import ARTICLE_SCHEMA, REJECT_SCHEMA, Article, Reject
 from newsflow.tasks.settings import Settings
 
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)
@@ -112,6 +113,18 @@ def test_hostile_keys_are_literals_not_sql(lake: Lake) -> None:
     assert sorted((r["object_key"], r["object_etag"]) for r in rows) == sorted(
         [(k, "v2") for k in keys[:2]] + [(k, "v1") for k in keys[2:]]
     )
+    named = lake.ledger(keys[1:3]).previous(set(keys))
+    assert sorted(named) == sorted(keys[1:3])
+
+
+def test_a_read_gets_the_rows_asked_for_in_the_tables_own_types(lake: Lake) -> None:
+    """`Lake.read` goes through delta-rs's query engine, which hands out view types."""
+    write(lake, "b1", [article("in/a", day=20), article("in/b", day=25)], [reject("in/c")])
+    rows = lake.read(ARTICLES, "\"date\" >= '2026-11-21'", ["object_key", "keywords", "date"])
+    assert rows.to_pylist() == [{"object_key": "in/b", "keywords": [], "date": "2026-11-25"}]
+    assert rows.schema == pa.schema([ARTICLE_SCHEMA.field(n) for n in rows.column_names])
+    assert lake.read(REJECTS).schema == REJECT_SCHEMA
+    assert lake.read(REJECTS, columns=["reason"]).column("reason").to_pylist() == ["empty object"]
 
 
 def _writer(uri: str, batch: str, keys: list[str], source: str, rounds: int) -> None:
