@@ -185,7 +185,7 @@ def decode_bytes(data: bytes, *, is_html: bool) -> str:
     if b"\x00" in data[:65536]:
         raise RejectedArticle("binary content: NUL bytes in a text format")
     try:
-        return _reject_if_binary(data.decode("utf-8"))
+        return _reject_if_binary(data.decode("utf-8"), utf8=data)
     except UnicodeDecodeError:
         pass
     if is_html and (declared := _META_CHARSET.search(data[:8192])):
@@ -199,17 +199,17 @@ def decode_bytes(data: bytes, *, is_html: bool) -> str:
     return _reject_if_binary(str(best))
 
 
-def _control_characters(text: str) -> int:
+def _control_characters(utf8: bytes) -> int:
     """Counted in the text's UTF-8 form, where deleting bytes is a C loop: 0.2 ms a page,
     against 0.9 ms for a regex over the str, in the run's own process (the GIL's)."""
-    data = text.encode("utf-8", "surrogatepass")
-    return (
-        len(data) - len(data.translate(None, _C0_CONTROL_BYTES)) + len(_C1_CONTROLS.findall(data))
-    )
+    deleted = len(utf8) - len(utf8.translate(None, _C0_CONTROL_BYTES))
+    return deleted + len(_C1_CONTROLS.findall(utf8))
 
 
-def _reject_if_binary(text: str) -> str:
-    control = _control_characters(text)
+def _reject_if_binary(text: str, utf8: bytes | None = None) -> str:
+    """`utf8`: the text's UTF-8 form when the object was stored in it (most are), which
+    spares encoding the text again."""
+    control = _control_characters(text.encode("utf-8", "surrogatepass") if utf8 is None else utf8)
     if control > _CONTROL_SHARE_LIMIT * len(text):
         raise RejectedArticle(f"binary content: {control} control characters in {len(text)}")
     return text
