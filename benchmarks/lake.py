@@ -8,6 +8,8 @@ On a local folder and on a moto S3 server on 127.0.0.1 (started here), it prints
 - the time of one batch's commits (`Lake.write_batch`: rejects, articles, ledger) for
   `--commits` batches of 200 new objects over 10 sources, median / p90 / p99, and the
   same for batches that replace 200 objects written before (re-uploads, reprocessing);
+- reads of the ledger that leaves: what a batch's refresh, a run's load and an event
+  run's load of its keys cost, through a pyarrow dataset and as the lake reads;
 - the time to open the articles table after N commits (checkpoints every 100), and after
   maintenance has compacted it;
 - `Lake.ledger()` with `--ledger-keys` objects recorded, and the lookup of a 1,000-key
@@ -89,6 +91,47 @@ def commit_costs(uri: str, commits: int) -> dict[str, Any]:
         )
         replaced.append(time.perf_counter() - started)
     return {"new": new, "replaced": replaced, "versions": lake.table("articles").version()}
+
+
+def read_costs(uri: str) -> dict[str, float]:
+    """Reads of the ledger the commit phase left, best of 3: through a pyarrow dataset over
+    every file (as before) and as the lake reads now (`delta.read`, `delta.read_files`)."""
+    import pyarrow.compute as pc
+    from newsflow.tasks.lake import LEDGER, Lake, delta
+    from newsflow.tasks.settings import Settings
+
+    lake = Lake.open(uri, Settings())
+    table = lake.table(LEDGER)
+    files = table.file_uris()
+    keys = delta.read(table, columns=["object_key"]).column("object_key").to_pylist()[-BATCH:]
+    newest = files[-1].rsplit("/", 1)[-1]
+
+    def dataset_refresh() -> None:
+        dataset = table.to_pyarrow_dataset()
+        [f.to_table() for f in dataset.get_fragments() if f.path.endswith(newest)]
+
+    reads = {
+        "refresh, dataset": dataset_refresh,
+        "refresh, read_files": lambda: delta.read_files(table, files[-1:], lake.options),
+        "all rows, to_pyarrow_table": table.to_pyarrow_table,
+        "all rows, delta.read": lambda: delta.read(table),
+        f"{BATCH} keys, dataset": lambda: table.to_pyarrow_dataset().to_table(
+            filter=pc.field("object_key").isin(keys)
+        ),
+        f"{BATCH} keys, delta.read": lambda: delta.read(
+            table, f"object_key IN ({delta.sql_list(keys)})"
+        ),
+    }
+    return {
+        "files": len(files),
+        **{name: min(_seconds(read) for _ in range(3)) for name, read in reads.items()},
+    }
+
+
+def _seconds(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def open_seconds(lake: Any, repeats: int = 3) -> float:
@@ -214,6 +257,10 @@ def main() -> None:
                 f"replacing objects ({len(costs['replaced'])} batches): "
                 f"{_percentiles(costs['replaced'])}"
             )
+            reads = read_costs(uri("commits"))
+            print(f"ledger of {reads.pop('files')} files, reads (best of 3):")
+            for name, seconds in reads.items():
+                print(f"  {name}: {seconds * 1000:.0f} ms")
             for commits in args.open_commits or [1000]:
                 opened = open_costs(uri(f"open-{commits}"), commits)
                 print(

@@ -26,12 +26,16 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.fs import DeltaStorageHandler
 from newsflow.tasks.s3 import s3_client
 from newsflow.tasks.settings import Settings
 
 T = TypeVar("T")
+
+# What a read that failed midway raises: an OSError from a pyarrow read, a DeltaError from
+# one through delta-rs's query engine (it reports every DataFusion error as one).
+READ_ERRORS: tuple[type[Exception], ...] = (OSError, DeltaError)
 
 # zstd, as the lake's files have always been: about 30 % smaller than snappy on text.
 WRITER_PROPERTIES = WriterProperties(compression="ZSTD")

@@ -131,6 +131,7 @@ class Lake:
         return delta.with_retries(
             lambda: Ledger.load(self.table(LEDGER), self.options, keys),
             self.settings.s3_max_attempts,
+            on=delta.READ_ERRORS,
         )
 
     def write_batch(
