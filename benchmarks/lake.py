@@ -137,12 +137,7 @@ def _seconds(call: Any) -> float:
 def open_seconds(lake: Any, repeats: int = 3) -> float:
     from newsflow.tasks.lake import ARTICLES
 
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        lake.table(ARTICLES).version()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    return min(_seconds(lambda: lake.table(ARTICLES).version()) for _ in range(repeats))
 
 
 def open_costs(uri: str, commits: int) -> dict[str, float]:

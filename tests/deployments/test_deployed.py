@@ -179,16 +179,17 @@ def test_upload_to_rows_through_sqs_and_the_consumer(stack: Stack, s3: Any) -> N
 
     # Runs of the consumer, in Prefect, for just the uploaded keys: not a sweep of the
     # prefix, and no run process of the served deployments.
+    def announced_in(runs: list[FlowRun]) -> list[dict[str, Any]]:
+        return [named for run in runs for named in run.parameters["keys"]]
+
     def runs_of_the_keys() -> list[FlowRun] | None:
         runs = [r for r in event_runs(stack, since) if r.state and r.state.is_final()]
-        named = [named for run in runs for named in run.parameters["keys"]]
-        return runs if sorted(n["key"] for n in named) == keys else None
+        return runs if sorted(n["key"] for n in announced_in(runs)) == keys else None
 
     runs = wait_until(runs_of_the_keys, 30, "the consumer's runs to be recorded")
     assert all(run.state.type == StateType.COMPLETED for run in runs)
     # Each object as its notification announced it: the version (ETag), not just the key.
-    announced = [named for run in runs for named in run.parameters["keys"]]
-    assert all(named["etag"] and named["size"] > 0 for named in announced)
+    assert all(named["etag"] and named["size"] > 0 for named in announced_in(runs))
     assert all(run.deployment_id is None for run in runs)
     assert not runs_of(stack, "ingest-articles/on-upload", since)
     assert not [run for run in runs_of(stack, "ingest-articles/sweep", since) if run.start_time]
