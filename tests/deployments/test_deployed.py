@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 from newsflow.deployments.definitions import build_deployments
 from newsflow.tasks.lake import Lake, current_versions
 from newsflow.tasks.settings import DeploymentSettings, Settings
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 
 from tests.conftest import read_table
 from tests.deployments.conftest import INPUT_PREFIX, TEST_CRON, Stack, wait_until
@@ -83,13 +90,25 @@ def keys_in_lake(output: Path, keys: list[str]) -> bool:
     return set(keys) <= {row["object_key"] for row in lake_rows(output)}
 
 
+def runs_since(stack: Stack, since: datetime, **criteria: Any) -> list[FlowRun]:
+    """Flow runs created since `since` that match `FlowRunFilter(**criteria)`, oldest
+    first, selected by the server: the session's earlier runs cannot crowd them out of
+    the page (its default order is by random id)."""
+    with stack.client() as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since), **criteria
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+    return [r for r in runs if r.created and r.created >= since]
+
+
 def runs_of(stack: Stack, deployment: str, since: datetime) -> list[FlowRun]:
     with stack.client() as client:
         deployment_id = client.read_deployment_by_name(deployment).id
-        runs = client.read_flow_runs(limit=200)
-    return [
-        r for r in runs if r.deployment_id == deployment_id and r.created and r.created >= since
-    ]
+    return runs_since(stack, since, deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
 
 
 def wait_finished(stack: Stack, run_ids: list, timeout: float) -> list[FlowRun]:
@@ -160,9 +179,7 @@ def test_deployments_register_with_schedule_trigger_and_parameters(stack: Stack)
 
 def event_runs(stack: Stack, since: datetime) -> list[FlowRun]:
     """The consumer's micro-batch runs (no deployment, tagged `events`) created since."""
-    with stack.client() as client:
-        runs = client.read_flow_runs(limit=200)
-    return [r for r in runs if "events" in r.tags and r.created and r.created >= since]
+    return runs_since(stack, since, tags=FlowRunFilterTags(all_=["events"]))
 
 
 def test_upload_to_rows_through_sqs_and_the_consumer(stack: Stack, s3: Any) -> None:
