@@ -272,8 +272,11 @@ def test_two_micro_batches_run_at_once_and_each_is_deleted_when_its_run_returns(
 
     consumer = Consumer(sqs, url, INBOX, ingest, settings(events_runs=2))
     with consuming(consumer, second_may_end):
-        # The first returned and its message went; the second's is held while it runs.
-        wait_until(lambda: queued_messages(sqs, url) == 1, 30, "the first's delete")
+        # Both began, the first returned and its message went; the second's is held while
+        # it runs. (The queue also holds one message before the first is received.)
+        wait_until(
+            lambda: len(started) == 2 and queued_messages(sqs, url) == 1, 30, "the first's delete"
+        )
         assert visible(sqs, url) == 0
         second_may_end.set()
         wait_until(lambda: queued_messages(sqs, url) == 0, 30, "the second's delete")
