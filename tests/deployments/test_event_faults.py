@@ -214,8 +214,9 @@ def test_an_upload_storm_while_a_sweep_and_a_backfill_run_lands_each_object_once
 
     # Uploads go on, a wave a second, until a consumer run has run beside a sweep or the
     # backfill, and two waves after. The runner's poll and the runs' processes take
-    # seconds, and the consumer's runs can all fall before or after two short runs (one
-    # CI run saw its flow start held for 14 s while they ran): then another sweep.
+    # seconds, and the consumer's runs can all fall before or after two short runs (its
+    # flow start can be held for seconds while `serve` starts their processes on two
+    # cores): then another sweep.
     keys: list[str] = []
     waves_after = 2
     for second in range(90):
