@@ -191,6 +191,11 @@ def add_missing_columns(table: DeltaTable, schema: pa.Schema) -> None:
         table.alter.add_columns(Schema.from_arrow(pa.schema(missing)).fields)
 
 
+def arrow_schema(table: DeltaTable) -> pa.Schema:
+    """The table's schema as pyarrow's (delta-rs hands out its own wrapper)."""
+    return pa.schema(table.schema().to_arrow())
+
+
 def read(table: DeltaTable, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
     """The rows of the table's version matching the SQL condition `where`, typed as the
     table's schema says.
@@ -202,7 +207,7 @@ def read(table: DeltaTable, where: str | None = None, columns: list[str] | None 
     selected = ", ".join(f'"{name}"' for name in columns) if columns else "*"
     sql = f"SELECT {selected} FROM t" + (f" WHERE {where}" if where else "")
     rows = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
-    schema = pa.schema(table.schema().to_arrow())
+    schema = arrow_schema(table)
     wanted = pa.schema([schema.field(name) for name in rows.column_names])
     return rows.cast(wanted)  # DataFusion hands out string_view and binary_view columns
 
@@ -215,7 +220,7 @@ def read_files(
     root = table.table_uri.rstrip("/")
     filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(root, options))
     names = [uri.rsplit("/", 1)[-1] for uri in file_uris]
-    schema = pa.schema(table.schema().to_arrow())
+    schema = arrow_schema(table)
     return ds.dataset(names, schema=schema, format="parquet", filesystem=filesystem).to_table()
 
 

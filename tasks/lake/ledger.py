@@ -103,7 +103,7 @@ class Ledger:
         if keys is None:
             return cls(delta.read(table), table, options)
         if not keys:
-            return cls(pa.schema(table.schema().to_arrow()).empty_table(), table, options)
+            return cls(delta.arrow_schema(table).empty_table(), table, options)
         rows = delta.read(table, f"object_key IN ({delta.sql_list(keys)})")
         return cls(rows, table, options)
 
